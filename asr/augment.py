@@ -1,0 +1,66 @@
+"""Training-time augmentation: SpecAugment, speed perturbation, band-limiting."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from asr.audio import SAMPLE_RATE, resample
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings (all off when `enabled` is False)."""
+
+    enabled: bool = True
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    bandlimit_prob: float = 0.3  # chance a 16 kHz utterance is low-passed like 8 kHz audio
+    bandlimit_hz: list[float] = field(default_factory=lambda: [3400.0, 4000.0])
+    freq_masks: int = 2
+    freq_mask_width: int = 15
+    time_masks: int = 2
+    time_mask_fraction: float = 0.05  # each time mask covers at most this fraction of the utterance
+    gain_db: float = 6.0  # random gain ± this many dB
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def speed_perturb(wave: np.ndarray, factor: float) -> np.ndarray:
+    """Play `wave` `factor` times faster (pitch changes too, like Kaldi/ESPnet speed perturbation)."""
+    if factor == 1.0:
+        return wave
+    return resample(wave, int(round(SAMPLE_RATE * factor)), SAMPLE_RATE)
+
+
+def spec_augment(
+    feats: torch.Tensor, lengths: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Zero random frequency bands and time spans of normalised features (B, T, D) → (B, T, D)."""
+    batch, frames, dim = feats.shape
+    out = feats.clone()
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    bins = torch.arange(dim)[None, :]
+    for _ in range(config.freq_masks):
+        width = (rand(batch) * (config.freq_mask_width + 1)).long()  # (B,)
+        start = (rand(batch) * (dim - width).clamp_min(1)).long()
+        mask = (bins >= start[:, None]) & (bins < (start + width)[:, None])  # (B, D)
+        out = out.masked_fill(mask[:, None, :].to(out.device), 0.0)
+    steps = torch.arange(frames)[None, :]
+    max_width = (lengths.cpu().float() * config.time_mask_fraction).long()
+    for _ in range(config.time_masks):
+        width = (rand(batch) * (max_width + 1)).long()
+        start = (rand(batch) * (lengths.cpu() - width).clamp_min(1)).long()
+        mask = (steps >= start[:, None]) & (steps < (start + width)[:, None])  # (B, T)
+        out = out.masked_fill(mask[:, :, None].to(out.device), 0.0)
+    return out
+
+
+def random_gain(wave: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:
+    """Scale by a random gain in ±max_db, clipped to [-1, 1]."""
+    if max_db <= 0:
+        return wave
+    gain = 10.0 ** (rng.uniform(-max_db, max_db) / 20.0)
+    return np.clip(wave * gain, -1.0, 1.0).astype(np.float32)

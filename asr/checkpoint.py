@@ -1,0 +1,124 @@
+"""One self-describing file per model: config, weights, tokenizer, features, training info.
+
+Files are written atomically and read with `torch.load(weights_only=True)`, so loading a
+checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from asr.features import FeatureConfig
+from asr.model import BiLSTMCTC, ModelConfig
+from asr.text import CharTokenizer
+
+FORMAT = "asr-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupted or not ours; the message names it."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference plus everything needed to feed it."""
+
+    model: BiLSTMCTC
+    tokenizer: CharTokenizer
+    feature_config: FeatureConfig
+    info: dict
+    path: Path
+
+
+def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_state(model: BiLSTMCTC, tokenizer: CharTokenizer, feature_config: FeatureConfig, info: dict,
+                training_state: dict | None = None) -> dict:
+    """The dictionary stored on disk (only tensors and plain Python values)."""
+    state = {
+        "format": FORMAT,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "tokenizer": tokenizer.to_dict(),
+        "feature_config": feature_config.to_dict(),
+        "info": info,
+    }
+    if training_state is not None:
+        state["training_state"] = training_state
+    return state
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load the raw dictionary safely, turning every failure into a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an asr checkpoint (missing format tag {FORMAT!r})")
+    return state
+
+
+def model_from_state(state: dict, path: Path | str = "<memory>") -> LoadedModel:
+    """Rebuild the model (float32, eval mode) from a checkpoint dictionary."""
+    config = ModelConfig.from_dict(state["model_config"])
+    model = BiLSTMCTC(config)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return LoadedModel(model, CharTokenizer.from_dict(state["tokenizer"]), FeatureConfig(**state["feature_config"]),
+                       state.get("info", {}), Path(path))
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load a checkpoint file for inference."""
+    return model_from_state(read_checkpoint(path), Path(path))
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """Element-wise mean of the weights of several checkpoints of one model (first one's metadata)."""
+    states = [read_checkpoint(p) for p in paths]
+    averaged = dict(states[0])
+    averaged.pop("training_state", None)
+    mean: dict[str, torch.Tensor] = {}
+    for key, first in states[0]["state_dict"].items():
+        if first.is_floating_point():
+            mean[key] = sum(s["state_dict"][key].double() for s in states).div(len(states)).to(first.dtype)
+        else:
+            mean[key] = first
+    averaged["state_dict"] = mean
+    averaged["info"] = {**states[0].get("info", {}), "averaged_from": [p.name for p in paths]}
+    return averaged
+
+
+def export_for_inference(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> None:
+    """Strip optimizer state and (optionally) store weights as float16 to halve the file size."""
+    state = read_checkpoint(src)
+    state.pop("training_state", None)
+    if half:
+        state["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    atomic_torch_save(state, dst)

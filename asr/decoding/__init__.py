@@ -1,0 +1,1 @@
+"""Decoders that turn per-frame CTC log-probs into text: greedy, beam search (+ n-gram LM), alignment."""

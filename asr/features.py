@@ -1,0 +1,120 @@
+"""Log-mel features in torch (batched, CPU or GPU) and global CMVN.
+
+`LogMel` turns padded waveforms (B, N) at 16 kHz into (B, T, 80) natural-log mel energies with
+25 ms Hann windows every 10 ms, matching `librosa.feature.melspectrogram(center=True,
+pad_mode="constant", htk=False, norm="slaney")` followed by `log(max(x, floor))`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+from asr.audio import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
+
+LOG_FLOOR = 1e-6
+
+
+@dataclass
+class FeatureConfig:
+    """Front-end settings stored in every checkpoint."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = N_FFT
+    win_length: int = WIN_LENGTH
+    hop_length: int = HOP_LENGTH
+    n_mels: int = N_MELS
+    f_min: float = 20.0
+    f_max: float = 7600.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def num_frames(num_samples: torch.Tensor | int, hop_length: int = HOP_LENGTH) -> torch.Tensor | int:
+    """Frames produced by a centred STFT for `num_samples` samples."""
+    return num_samples // hop_length + 1
+
+
+class LogMel(nn.Module):
+    """Batched log-mel filterbank: (B, N) waveforms → (B, T, n_mels) features and (B,) frame counts."""
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or FeatureConfig()
+        c = self.config
+        mel = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.f_min, fmax=c.f_max)
+        self.register_buffer("mel_basis", torch.from_numpy(mel.T.astype(np.float32)), persistent=False)  # (F, M)
+        self.register_buffer("window", torch.hann_window(c.win_length, periodic=True), persistent=False)
+        freqs = torch.linspace(0, c.sample_rate / 2, c.n_fft // 2 + 1)
+        self.register_buffer("bin_freqs", freqs, persistent=False)  # (F,)
+
+    def power_spectrum(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, N) → (B, T, F) power spectrum, F = n_fft/2 + 1."""
+        c = self.config
+        spec = torch.stft(
+            waves, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
+            center=True, pad_mode="constant", return_complex=True,
+        )  # (B, F, T)
+        return spec.abs().pow(2).transpose(1, 2)
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor, cutoff_hz: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """waves (B, N) float, lengths (B,) samples → feats (B, T, M), frame lengths (B,).
+
+        `cutoff_hz` (B,) optionally zeroes spectrum bins above a per-utterance frequency
+        (band-limit augmentation: makes 16 kHz speech look like telephone or 8 kHz audio).
+        Frames past each utterance's length are set to 0.
+        """
+        power = self.power_spectrum(waves.float())  # (B, T, F)
+        if cutoff_hz is not None:
+            keep = self.bin_freqs[None, :] <= cutoff_hz[:, None].to(power)  # (B, F)
+            power = power * keep[:, None, :]
+        mel = power @ self.mel_basis  # (B, T, M)
+        feats = torch.log(mel.clamp_min(LOG_FLOOR))
+        frame_lengths = num_frames(lengths, self.config.hop_length).clamp_max(feats.shape[1])
+        mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < frame_lengths[:, None]  # (B, T)
+        return feats * mask[..., None], frame_lengths
+
+
+class GlobalCMVN(nn.Module):
+    """Global mean/variance normalisation with statistics stored as buffers (saved in checkpoints)."""
+
+    def __init__(self, dim: int = N_MELS) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+
+    @torch.no_grad()
+    def set_stats(self, total: torch.Tensor, total_sq: torch.Tensor, count: int) -> None:
+        """Set statistics from feature sums (D,), sums of squares (D,) and a frame count."""
+        mean = total / count
+        var = (total_sq / count - mean.pow(2)).clamp_min(1e-8)
+        self.mean.copy_(mean)
+        self.inv_std.copy_(var.rsqrt())
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) → (B, T, D) normalised; padded frames stay 0."""
+        mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]
+        return (feats - self.mean) * self.inv_std * mask[..., None]
+
+
+def accumulate_stats(feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Sums, sums of squares (D,) and frame count of the valid frames of a (B, T, D) batch."""
+    mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]
+    valid = feats[mask].double()  # (frames, D)
+    return valid.sum(0), valid.pow(2).sum(0), int(valid.shape[0])
+
+
+def pad_waves(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (N_i,) float32 arrays → padded (B, N_max) tensor and (B,) lengths."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    batch = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for i, wave in enumerate(waves):
+        batch[i, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+    return batch, lengths

@@ -1,0 +1,97 @@
+"""The acoustic model: frame stacking → stacked BiLSTM (or BiGRU) → linear → log-softmax."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr.features import GlobalCMVN
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of `BiLSTMCTC`; stored in checkpoints."""
+
+    input_dim: int = 80
+    vocab_size: int = 29
+    subsampling: int = 3  # frames stacked into one model step
+    hidden_size: int = 256  # per direction
+    num_layers: int = 3
+    dropout: float = 0.2
+    projection_size: int = 0  # LSTM output projection per direction (0 = none)
+    cell: str = "lstm"  # "lstm" or "gru"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate `factor` consecutive frames: (B, T, D) → (B, ceil(T/factor), factor·D).
+
+    Frames past each length must already be zero, so padding never leaks into a real step.
+    """
+    if factor == 1:
+        return feats, lengths
+    batch, frames, dim = feats.shape
+    pad = (-frames) % factor
+    if pad:
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
+    stacked = feats.reshape(batch, (frames + pad) // factor, factor * dim)
+    return stacked, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
+
+
+class BiLSTMCTC(nn.Module):
+    """Stacked bidirectional recurrent CTC model over normalised features."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.cmvn = GlobalCMVN(config.input_dim)
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+        extra = {"proj_size": config.projection_size} if config.cell == "lstm" and config.projection_size else {}
+        self.rnn = rnn_class(
+            input_size=config.input_dim * config.subsampling,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            bidirectional=True,
+            batch_first=True,
+            **extra,
+        )
+        out_dim = 2 * (config.projection_size or config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(out_dim, config.vocab_size)
+
+    @property
+    def output_dim(self) -> int:
+        """Size of the hidden representation fed to the output layer."""
+        return self.output.in_features
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Model steps produced for `lengths` input frames."""
+        return torch.div(lengths + self.config.subsampling - 1, self.config.subsampling, rounding_mode="floor")
+
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised feats (B, T, D) → hidden states (B, T', 2H) and lengths (B,)."""
+        stacked, step_lengths = stack_frames(feats, lengths, self.config.subsampling)  # (B, T', k·D)
+        packed = pack_padded_sequence(stacked, step_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hidden, _ = self.rnn(packed)
+        hidden, _ = pad_packed_sequence(hidden, batch_first=True, total_length=stacked.shape[1])  # (B, T', 2H)
+        return hidden, step_lengths
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised feats (B, T, D) → log-probs (B, T', V) and output lengths (B,)."""
+        hidden, step_lengths = self.encode(feats, lengths)
+        logits = self.output(self.dropout(hidden))  # (B, T', V)
+        return logits.log_softmax(dim=-1), step_lengths
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
