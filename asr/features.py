@@ -68,12 +68,14 @@ class LogMel(nn.Module):
         """waves (B, N) float, lengths (B,) samples → feats (B, T, M), frame lengths (B,).
 
         `cutoff_hz` (B,) optionally zeroes spectrum bins above a per-utterance frequency
-        (band-limit augmentation: makes 16 kHz speech look like telephone or 8 kHz audio).
+        (band-limit augmentation: makes 16 kHz speech look like telephone or 8 kHz audio);
+        a cutoff of 0 (or less) means full band, as in `Batch.cutoff_hz`.
         Frames past each utterance's length are set to 0.
         """
         power = self.power_spectrum(waves.float())  # (B, T, F)
         if cutoff_hz is not None:
-            keep = self.bin_freqs[None, :] <= cutoff_hz[:, None].to(power)  # (B, F)
+            cutoff = cutoff_hz[:, None].to(power)  # (B, 1)
+            keep = (self.bin_freqs[None, :] <= cutoff) | (cutoff <= 0)  # (B, F)
             power = power * keep[:, None, :]
         mel = power @ self.mel_basis  # (B, T, M)
         feats = torch.log(mel.clamp_min(LOG_FLOOR))

@@ -48,6 +48,16 @@ def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, factor: int) -> tup
     return stacked, torch.div(lengths + factor - 1, factor, rounding_mode="floor")
 
 
+def init_forget_gate_bias(lstm: nn.LSTM, value: float) -> None:
+    """Start the forget gates open (bias `value`), which shortens the CTC loss plateau of deep stacks."""
+    with torch.no_grad():
+        for name, param in lstm.named_parameters():
+            if name.startswith("bias_ih"):  # gate order: input, forget, cell, output
+                hidden = param.shape[0] // 4
+                param[hidden : 2 * hidden].fill_(value)
+                getattr(lstm, name.replace("bias_ih", "bias_hh"))[hidden : 2 * hidden].fill_(0.0)
+
+
 class BiLSTMCTC(nn.Module):
     """Stacked bidirectional recurrent CTC model over normalised features."""
 
@@ -66,6 +76,8 @@ class BiLSTMCTC(nn.Module):
             batch_first=True,
             **extra,
         )
+        if config.cell == "lstm":
+            init_forget_gate_bias(self.rnn, 1.0)
         out_dim = 2 * (config.projection_size or config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(out_dim, config.vocab_size)

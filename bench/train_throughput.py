@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
@@ -109,7 +110,7 @@ def load_config(name_or_path: str) -> TrainConfig:
     elif Path(name_or_path).is_file():
         config = TrainConfig.from_yaml(name_or_path)
     else:
-        raise SystemExit(f"error: --config {name_or_path}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
+        raise ValueError(f"neither a preset ({', '.join(PRESETS)}) nor a YAML file")
     config.model.vocab_size = CharTokenizer().vocab_size
     return config
 
@@ -318,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
+        print(f"error: --config {args.config}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     if args.batch_seconds is None:
         args.batch_seconds = float(config.data.max_batch_seconds)
     device = torch.device(args.device)

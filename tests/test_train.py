@@ -1,0 +1,265 @@
+"""Training on real speech: exact resume, overfitting five utterances, checkpoint files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import load_audio
+from asr.augment import AugmentConfig
+from asr.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    atomic_torch_save,
+    export_for_inference,
+    load_model,
+    read_checkpoint,
+)
+from asr.data import SpeechDataset
+from asr.manifest import read_manifest
+from asr.text import CharTokenizer
+from asr.train import TrainConfig, Trainer, train
+from asr.transcribe import Transcriber
+
+DATA = Path(__file__).parent / "data"
+MANIFEST = DATA / "an4_mblw.tsv"
+
+
+def tiny_config(out_dir: Path) -> TrainConfig:
+    """A 2-epoch run with augmentation and dropout on, three batches per epoch."""
+    return TrainConfig.from_dict({
+        "out_dir": str(out_dir),
+        "seed": 3,
+        "data": {"train": [str(MANIFEST)], "dev": {"an4": str(MANIFEST)}, "max_batch_seconds": 3.0},
+        "model": {"hidden_size": 32, "num_layers": 2, "subsampling": 3, "dropout": 0.2},
+        "augment": {"enabled": True, "bandlimit_prob": 0.5},
+        "optim": {"epochs": 2, "lr": 3e-3, "warmup_steps": 2, "average_last": 2},
+    })
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["state_dict"]
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
+
+
+def optimizer_tensors(path: Path) -> dict[str, torch.Tensor]:
+    state = read_checkpoint(path)["training_state"]["optimizer"]["state"]
+    return {f"{p}.{k}": v for p, s in state.items() for k, v in s.items() if torch.is_tensor(v)}
+
+
+# --- resume -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """The same tiny config trained straight through, and in two runs (1 epoch, then --resume)."""
+    root = tmp_path_factory.mktemp("resume")
+    straight, resumed = root / "straight", root / "resumed"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: extra threads only add waiting on a busy machine
+    try:
+        final = train(tiny_config(straight), device="cpu")
+        assert final == straight / "avg.pt"
+        first = train(tiny_config(resumed), stop_after_epochs=1, device="cpu")
+        assert first == resumed / "last.pt"
+        assert not (resumed / "avg.pt").exists() and not (resumed / "epoch2.pt").exists()
+        again = train(tiny_config(resumed), resume=True, device="cpu")
+        assert again == resumed / "avg.pt"
+    finally:
+        torch.set_num_threads(threads)
+    return straight, resumed
+
+
+def test_resume_is_exact(resume_runs):
+    straight, resumed = resume_runs
+    assert_same_tensors(weights(straight / "last.pt"), weights(resumed / "last.pt"))
+    assert_same_tensors(weights(straight / "avg.pt"), weights(resumed / "avg.pt"))
+    assert_same_tensors(optimizer_tensors(straight / "last.pt"), optimizer_tensors(resumed / "last.pt"))
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(resumed / "last.pt")
+    assert a["training_state"]["scheduler"]["last_epoch"] == b["training_state"]["scheduler"]["last_epoch"] == 6
+    assert a["info"]["step"] == b["info"]["step"] == 6  # 3 batches × 2 epochs
+    rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in resume_runs]
+    assert [r["kind"] for r in rows[0]] == [r["kind"] for r in rows[1]] == ["epoch", "epoch", "average"]
+    for x, y in zip(rows[0][:2], rows[1][:2]):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-6)
+        assert x["dev"]["an4"]["loss"] == pytest.approx(y["dev"]["an4"]["loss"], abs=1e-5)
+
+
+def test_resume_test_is_not_vacuous(resume_runs):
+    straight, _ = resume_runs
+    # the second epoch changed the weights, and a different seed gives a different model
+    after_one, after_two = weights(straight / "epoch1.pt"), weights(straight / "epoch2.pt")
+    assert any(not torch.equal(after_one[k], after_two[k]) for k in after_one if after_one[k].is_floating_point())
+    assert torch.count_nonzero(after_two["cmvn.mean"]) > 0  # CMVN was estimated from the training audio
+
+
+def test_run_writes_its_files(resume_runs):
+    straight, _ = resume_runs
+    for name in ["epoch1.pt", "epoch2.pt", "last.pt", "best.pt", "avg.pt", "metrics.jsonl"]:
+        assert (straight / name).is_file(), name
+    pytest.importorskip("matplotlib")
+    assert (straight / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(straight.glob(".*.tmp")) and not list(straight.glob("*.tmp*"))  # no leftovers
+    assert "training_state" in read_checkpoint(straight / "last.pt")
+    assert "training_state" not in read_checkpoint(straight / "best.pt")
+    assert "training_state" not in read_checkpoint(straight / "avg.pt")
+    info = read_checkpoint(straight / "avg.pt")["info"]
+    assert info["averaged_from"] == ["epoch1.pt", "epoch2.pt"]
+    average = {k: (weights(straight / "epoch1.pt")[k].double() + weights(straight / "epoch2.pt")[k].double()) / 2
+               for k in weights(straight / "avg.pt")}
+    assert_same_tensors({k: v.float() for k, v in average.items()}, weights(straight / "avg.pt"))
+
+
+def test_three_batches_per_epoch(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path / "x"), device="cpu")
+    assert len(trainer.sampler) == 3
+    assert sorted(i for batch in trainer.sampler for i in batch) == list(range(5))
+
+
+def test_augmentation_is_seeded_by_epoch_and_index():
+    utts = read_manifest(MANIFEST)
+    config = AugmentConfig(speed_factors=[0.9, 1.1], bandlimit_prob=0.5)
+    a = SpeechDataset(utts, CharTokenizer(), config, seed=1)
+    b = SpeechDataset(utts, CharTokenizer(), config, seed=1)
+    plain = a.plain_example(0)
+    np.testing.assert_array_equal(plain.wave, load_audio(utts[0].audio_path))
+    for epoch in (0, 1):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        for i in range(len(utts)):
+            x, y = a[i], b[i]
+            np.testing.assert_array_equal(x.wave, y.wave)
+            assert x.cutoff_hz == y.cutoff_hz and x.targets == y.targets
+            assert len(x.wave) != len(a.plain_example(i).wave)  # speed 0.9 / 1.1 always changes the length
+    a.set_epoch(0)
+    first = [a[i].wave for i in range(len(utts))]
+    a.set_epoch(1)
+    second = [a[i].wave for i in range(len(utts))]
+    assert any(len(x) != len(y) or not np.array_equal(x, y) for x, y in zip(first, second))
+
+
+# --- overfit ----------------------------------------------------------------------------------------
+
+
+def test_overfit_five_utterances(overfit_model):
+    rows = [json.loads(line) for line in (overfit_model.parent / "metrics.jsonl").read_text().splitlines()]
+    average = [r for r in rows if r["kind"] == "average"]
+    assert len(average) == 1
+    assert average[0]["dev"]["an4"]["cer"] < 0.10, average[0]
+    # the first epoch could not do this: the model learned
+    assert rows[0]["dev"]["an4"]["cer"] > 0.5
+    # independent check: decode the real clips with the saved model and score with jiwer
+    utts = read_manifest(MANIFEST)
+    transcriber = Transcriber.from_pretrained(overfit_model, device="cpu")
+    hyps = [r.text for r in transcriber.transcribe_files([u.audio_path for u in utts], with_words=False)]
+    assert jiwer.cer([u.text for u in utts], hyps) < 0.10, hyps
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+
+def test_load_model_round_trip(overfit_model, tmp_path):
+    loaded = load_model(overfit_model)
+    assert not loaded.model.training
+    assert loaded.path == overfit_model
+    assert loaded.tokenizer.vocab == CharTokenizer().vocab
+    assert loaded.feature_config.n_mels == 80 and loaded.feature_config.sample_rate == 16000
+    assert loaded.model.config.hidden_size == loaded.info["config"]["model"]["hidden_size"]
+    raw = read_checkpoint(overfit_model)
+    assert raw["format"] == FORMAT
+    assert_same_tensors(loaded.model.state_dict(), raw["state_dict"])
+    # write it back out and read it again: identical weights and outputs
+    copy = tmp_path / "copy.pt"
+    atomic_torch_save(raw, copy)
+    again = load_model(copy)
+    assert_same_tensors(again.model.state_dict(), loaded.model.state_dict())
+    wave = load_audio(DATA / "an4" / "an2-mblw-b.flac")
+    a = Transcriber(loaded, device="cpu").log_probs([wave])[0]
+    b = Transcriber(again, device="cpu").log_probs([wave])[0]
+    assert torch.equal(a, b)
+
+
+def test_truncated_checkpoint(overfit_model, tmp_path):
+    data = overfit_model.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as info:
+        load_model(cut)
+    assert str(cut) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_random_bytes_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError) as info:
+        load_model(junk)
+    assert str(junk) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_other_bad_checkpoints(tmp_path):
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        load_model(missing)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt.*not an asr checkpoint"):
+        load_model(foreign)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt"):
+        load_model(empty)
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    # weights_only loading: a pickle that would run code is rejected, not executed
+    evil = tmp_path / "evil.pt"
+    marker = tmp_path / "ran"
+    torch.save({"format": FORMAT, "payload": Exploit(str(marker))}, evil)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        read_checkpoint(evil)
+    assert not marker.exists()
+
+
+class Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_mismatched_weights(overfit_model, tmp_path):
+    state = read_checkpoint(overfit_model)
+    state["model_config"] = {**state["model_config"], "hidden_size": state["model_config"]["hidden_size"] + 1}
+    bad = tmp_path / "bad_config.pt"
+    atomic_torch_save(state, bad)
+    with pytest.raises(CheckpointError, match="bad_config.pt"):
+        load_model(bad)
+
+
+def test_export_for_inference(overfit_model, tmp_path):
+    src = overfit_model.parent / "last.pt"  # holds optimizer state
+    dst = tmp_path / "small.pt"
+    export_for_inference(src, dst)
+    assert dst.stat().st_size < 0.5 * src.stat().st_size
+    exported = read_checkpoint(dst)
+    assert "training_state" not in exported
+    assert all(v.dtype == torch.float16 for v in exported["state_dict"].values() if v.is_floating_point())
+    paths = [u.audio_path for u in read_manifest(MANIFEST)]
+    full = Transcriber.from_pretrained(src, device="cpu")
+    small = Transcriber.from_pretrained(dst, device="cpu")
+    assert small.model.output.weight.dtype == torch.float32  # loaded back as float32 for CPU inference
+    texts = [r.text for r in full.transcribe_files(paths, with_words=False)]
+    assert [r.text for r in small.transcribe_files(paths, with_words=False)] == texts
+    assert any(texts)
