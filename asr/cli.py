@@ -146,19 +146,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def read_text_argument(value: str) -> str:
+    """The text itself, or the contents of the file it names."""
+    try:
+        is_file = Path(value).is_file()
+    except OSError:  # a long transcript is not a valid file name (ENAMETOOLONG)
+        is_file = False
+    return Path(value).read_text(encoding="utf-8") if is_file else value
+
+
 def cmd_align(args: argparse.Namespace) -> int:
-    from asr.audio import load_audio
+    from asr.audio import SAMPLE_RATE, load_audio
     from asr.decoding.align import align_words
-    from asr.transcribe import Transcriber, band_cutoff
+    from asr.transcribe import Transcriber, band_cutoff, clamp_words
 
     transcriber = Transcriber.from_pretrained(args.model, device=args.device)
-    text = Path(args.text).read_text(encoding="utf-8") if Path(args.text).is_file() else args.text
+    text = read_text_argument(args.text)
     wave = load_audio(args.audio)
     log_probs, lengths = transcriber.log_probs([wave], [band_cutoff(args.audio)])
     try:
         words = align_words(log_probs[0, : lengths[0]], text, transcriber.tokenizer, transcriber.frame_shift_s)
     except ValueError as exc:
         raise UserError(f"{args.audio}: cannot align text ({exc})") from None
+    words = clamp_words(words, len(wave) / SAMPLE_RATE)
     for word in words:
         print(json.dumps({"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3),
                           "conf": round(word.conf, 3)}))

@@ -76,6 +76,7 @@ class TrainConfig:
 
     out_dir: str = "exp/run"
     seed: int = 0
+    init_from: str = ""  # start from this checkpoint's weights and CMVN (a second training stage)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -94,6 +95,7 @@ class TrainConfig:
         return cls(
             out_dir=raw.get("out_dir", "exp/run"),
             seed=int(raw.get("seed", 0)),
+            init_from=raw.get("init_from", ""),
             data=DataConfig(**raw.get("data", {})),
             model=ModelConfig.from_dict(raw.get("model", {})),
             augment=AugmentConfig(**raw.get("augment", {})),
@@ -101,7 +103,7 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict:
-        return {"out_dir": self.out_dir, "seed": self.seed, "data": vars(self.data), "model": self.model.to_dict(),
+        return {"out_dir": self.out_dir, "seed": self.seed, "init_from": self.init_from, "data": vars(self.data), "model": self.model.to_dict(),
                 "augment": self.augment.to_dict(), "optim": vars(self.optim)}
 
 
@@ -308,6 +310,15 @@ class Trainer:
             log(f"resumed from {path} after epoch {self.epoch}")
         return True
 
+    def load_initial_weights(self, path: Path) -> None:
+        """Copy weights and CMVN statistics from a checkpoint of the same architecture."""
+        loaded = model_from_state(read_checkpoint(path), path).model
+        if loaded.config.to_dict() != self.model.config.to_dict():
+            raise ValueError(f"{path}: architecture {loaded.config} differs from the config's {self.model.config}")
+        self.model.load_state_dict(loaded.state_dict())
+        if self.is_main:
+            log(f"initialised from {path}")
+
     def train_epoch(self) -> tuple[float, int]:
         """One pass over the training data; returns mean loss per token and skipped batches."""
         self.model.train()
@@ -350,7 +361,9 @@ class Trainer:
         """Train until `optim.epochs` (or `stop_after_epochs` more epochs); returns the final model path."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out_dir / "metrics.jsonl"
-        if self.epoch == 0:
+        if self.epoch == 0 and self.config.init_from:
+            self.load_initial_weights(Path(self.config.init_from))
+        elif self.epoch == 0:
             compute_cmvn(self.model, self.train_set, self.frontend, self.device)
             if self.is_main:
                 log(f"{len(self.train_set)} training utterances; dropped {self.dropped}; "

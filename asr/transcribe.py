@@ -64,6 +64,11 @@ class GreedyDecoder:
         return [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, self.tokenizer.blank_id)]
 
 
+def clamp_words(words: list[WordSpan], duration: float) -> list[WordSpan]:
+    """Keep word times inside the audio: the last model step (hop × subsampling) can reach past its end."""
+    return [WordSpan(w.word, min(w.start, duration), min(w.end, duration), w.conf) for w in words]
+
+
 def band_cutoff(path: str | os.PathLike) -> float:
     """Nyquist frequency of a file recorded below 16 kHz (its missing band is masked), else 0."""
     try:
@@ -121,10 +126,12 @@ class Transcriber:
         texts = self.decoder.decode(log_probs, lengths)
         results = []
         for i, text in enumerate(texts):
+            duration = len(waves[i]) / SAMPLE_RATE
             words = []
             if with_words and text:
                 words = align_words(log_probs[i, : lengths[i]], text, self.tokenizer, self.frame_shift_s)
-            results.append(Transcript(names[i], text, len(waves[i]) / SAMPLE_RATE, words))
+                words = clamp_words(words, duration)
+            results.append(Transcript(names[i], text, duration, words))
         return results
 
     def transcribe_files(self, paths: list[str | os.PathLike], with_words: bool = True

@@ -43,11 +43,16 @@ are tracked through a character trie of the vocabulary (the LM's words, or a giv
 **Numba core.** One `@njit` call per utterance runs every frame. Prefixes are nodes of a tree
 held in two growable tables: int64 `(cap, 7)` = parent, last token, LM state, trie node, first
 child, next sibling, frame stamp; float64 `(cap, 3)` = word score and the frame's pb', pnb'
-accumulators. The child for (prefix, label) is found by walking the parent's child list (at most
-V - 1 siblings), so each prefix is one node and scores for it merge automatically. The frame stamp
-marks nodes touched in the current frame (their accumulators are reset on first touch and they are
-listed as candidates). The LM lives in flat numpy arrays (:mod:`asr.decoding.lm`) and is queried
-from numba by binary search when a child completes a word, so nothing returns to Python per frame.
+accumulators. Before a beam prefix is extended, its child list (at most V - 1 siblings) is
+spread into a (V,) table, so finding the node for (prefix, label) is O(1) and each prefix is one
+node whose scores merge automatically. The frame stamp marks nodes touched in the current frame
+(accumulators reset on first touch, node listed as a candidate). A prefix that has no node yet has
+exactly one parent in the beam, so it gets exactly one score per frame: it is kept as a light
+candidate (parent, label, LM state, trie node, word score, pnb) and becomes a node only if it
+makes the beam; the tree therefore grows by at most `beam_size` nodes per frame. The next beam
+is chosen with an O(n) partition, not a sort. The LM lives in flat numpy arrays
+(:mod:`asr.decoding.lm`) and is queried from numba by binary search when a new prefix completes a
+word, so nothing returns to Python per frame.
 """
 
 from __future__ import annotations
@@ -261,7 +266,7 @@ def _beam_search(lp, blank, beam_size, prune_mass, prune_topk, skip_log, use_max
     the int64 node table for :func:`_backtrack`.
     """
     n_frames, vocab = lp.shape
-    cap = max(1024, 4 * beam_size * vocab)
+    cap = max(1024, 8 * beam_size)
     ni = np.full((cap, 7), -1, dtype=np.int64)
     nf = np.zeros((cap, 3), dtype=np.float64)
     ni[0, _STATE] = start_state
@@ -273,11 +278,20 @@ def _beam_search(lp, blank, beam_size, prune_mass, prune_topk, skip_log, use_max
     beam_pnb = np.full(beam_size, -np.inf)  # (K,)
     beam_pb[0] = 0.0
     n_beam = 1
-    cand = np.empty(beam_size * (vocab + 1), dtype=np.int64)  # nodes touched this frame
-    cand_score = np.empty(beam_size * (vocab + 1))
-    keep = np.empty(beam_size, dtype=np.int64)  # positions in cand of the next beam
+    # Candidates of a frame: existing nodes touched (cand), then new prefixes not yet made into
+    # nodes (v_*): a new prefix has one parent in the beam, so it gets exactly one score per frame
+    # and only the few that make the beam are stored as nodes.
+    cand = np.empty(beam_size * (vocab + 1), dtype=np.int64)
+    v_parent = np.empty(beam_size * vocab, dtype=np.int64)
+    v_token = np.empty(beam_size * vocab, dtype=np.int64)
+    v_state = np.empty(beam_size * vocab, dtype=np.int64)
+    v_trie = np.empty(beam_size * vocab, dtype=np.int64)
+    v_words = np.empty(beam_size * vocab)
+    v_pnb = np.empty(beam_size * vocab)
+    cand_score = np.empty(beam_size * (2 * vocab + 1))  # existing first, then new
+    keep = np.empty(beam_size, dtype=np.int64)  # positions in cand_score of the next beam
     labels = np.empty(vocab, dtype=np.int64)  # labels extended this frame
-    kids = np.empty(vocab, dtype=np.int64)  # (V,) children of the prefix being extended
+    kids = np.empty(vocab, dtype=np.int64)  # (V,) existing children of the prefix being extended
 
     for t in range(n_frames):
         row = lp[t].astype(np.float64)  # (V,)
@@ -289,16 +303,14 @@ def _beam_search(lp, blank, beam_size, prune_mass, prune_topk, skip_log, use_max
                 beam_pb[i] = total + row[blank]
             continue
         n_labels = _select_tokens(row, blank, prune_mass, prune_topk, labels)
-        while n_nodes + n_beam * n_labels + 1 > ni.shape[0]:
-            ni, nf = _grow(ni, nf)
         n_cand = 0
+        n_new = 0
         for i in range(n_beam):
             node = beam[i]
             pb = beam_pb[i]
             pnb = beam_pnb[i]
             total = _merge(pb, pnb, use_max)
             last = ni[node, _TOKEN]
-            # Existing children by label, so each lookup below is O(1).
             kids[:] = -1
             child = ni[node, _FIRST]
             while child >= 0:
@@ -313,44 +325,64 @@ def _beam_search(lp, blank, beam_size, prune_mass, prune_topk, skip_log, use_max
                 src = pb if c == last else total
                 if src == -np.inf:
                     continue
-                child = kids[c]  # the prefix node + c, created on first use
-                if child < 0:
-                    state = ni[node, _STATE]
-                    trie = ni[node, _TRIE]
-                    words = nf[node, _WORDS]
-                    if use_words:
-                        if c == space:
-                            if trie == 0:
-                                continue  # empty word: leading or doubled space
-                            state, score, in_lex = _word_score(
-                                state, trie, tr_is_word, tr_lm_id, use_lm, lm_keys, lm_logp, lm_bow, lm_suffix,
-                                lm_offsets, lm_vocab, unk_log10, unk_id, alpha, beta, oov_score)
-                            if lexicon and not in_lex:
-                                continue
-                            words += score
-                            trie = 0
-                        else:
-                            trie = _trie_step(trie, c, tr_start, tr_label, tr_child)
-                            if lexicon and trie < 0:
-                                continue
-                    child = n_nodes
-                    n_nodes += 1
-                    ni[child, _PARENT] = node
-                    ni[child, _TOKEN] = c
-                    ni[child, _STATE] = state
-                    ni[child, _TRIE] = trie
-                    ni[child, _NEXT] = ni[node, _FIRST]
-                    ni[node, _FIRST] = child
-                    nf[child, _WORDS] = words
-                    kids[c] = child
-                n_cand = _touch(ni, nf, child, t, cand, n_cand)
-                nf[child, _PNB] = _merge(nf[child, _PNB], src + row[c], use_max)
+                child = kids[c]
+                if child >= 0:  # the prefix node + c exists: merge into it
+                    n_cand = _touch(ni, nf, child, t, cand, n_cand)
+                    nf[child, _PNB] = _merge(nf[child, _PNB], src + row[c], use_max)
+                    continue
+                state = ni[node, _STATE]
+                trie = ni[node, _TRIE]
+                words = nf[node, _WORDS]
+                if use_words:
+                    if c == space:
+                        if trie == 0:
+                            continue  # empty word: leading or doubled space
+                        if lexicon and not (trie > 0 and tr_is_word[trie]):
+                            continue  # not a vocabulary word
+                        state, score, _ = _word_score(
+                            state, trie, tr_is_word, tr_lm_id, use_lm, lm_keys, lm_logp, lm_bow, lm_suffix,
+                            lm_offsets, lm_vocab, unk_log10, unk_id, alpha, beta, oov_score)
+                        words += score
+                        trie = 0
+                    else:
+                        trie = _trie_step(trie, c, tr_start, tr_label, tr_child)
+                        if lexicon and trie < 0:
+                            continue  # leaves the lexicon
+                v_parent[n_new] = node
+                v_token[n_new] = c
+                v_state[n_new] = state
+                v_trie[n_new] = trie
+                v_words[n_new] = words
+                v_pnb[n_new] = src + row[c]
+                n_new += 1
         for j in range(n_cand):
             node = cand[j]
             cand_score[j] = _merge(nf[node, _PB], nf[node, _PNB], use_max) + nf[node, _WORDS]
-        n_beam = _top_k(cand_score, n_cand, beam_size, keep)
+        for j in range(n_new):
+            cand_score[n_cand + j] = v_pnb[j] + v_words[j]
+        n_beam = _top_k(cand_score, n_cand + n_new, beam_size, keep)
+        while n_nodes + n_beam > ni.shape[0]:
+            ni, nf = _grow(ni, nf)
         for i in range(n_beam):
-            node = cand[keep[i]]
+            j = keep[i]
+            if j < n_cand:
+                node = cand[j]
+            else:  # a new prefix made the beam: store it as a node
+                j -= n_cand
+                node = n_nodes
+                n_nodes += 1
+                parent = v_parent[j]
+                ni[node, _PARENT] = parent
+                ni[node, _TOKEN] = v_token[j]
+                ni[node, _STATE] = v_state[j]
+                ni[node, _TRIE] = v_trie[j]
+                ni[node, _FIRST] = -1
+                ni[node, _NEXT] = ni[parent, _FIRST]
+                ni[node, _STAMP] = t
+                ni[parent, _FIRST] = node
+                nf[node, _WORDS] = v_words[j]
+                nf[node, _PB] = -np.inf
+                nf[node, _PNB] = v_pnb[j]
             beam[i] = node
             beam_pb[i] = nf[node, _PB]
             beam_pnb[i] = nf[node, _PNB]

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import zlib
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -428,7 +429,7 @@ def _atomic_open(path: Path) -> tuple[IO[str], str]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     if path.suffix == ".gz":
         os.close(fd)
-        return gzip.open(tmp, "wt", encoding="utf-8"), tmp  # type: ignore[return-value]
+        return gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6), tmp  # type: ignore[return-value]
     return os.fdopen(fd, "w", encoding="utf-8"), tmp
 
 
@@ -449,10 +450,14 @@ def write_arpa(lm: NGramLM, path: str | os.PathLike) -> None:
                 handle.write(f"\n\\{k}-grams:\n")
                 ids, logp, bow = lm.ngrams(k)
                 words = lm.vocab
-                with_bow = k < lm.order
-                for row, p, b in zip(ids.tolist(), logp.tolist(), bow.tolist()):
-                    gram = " ".join(words[i] for i in row)
-                    handle.write(f"{p!r}\t{gram}\t{b!r}\n" if with_bow else f"{p!r}\t{gram}\n")
+                for lo in range(0, len(logp), 100_000):  # (n_k, k) ids, written in chunks
+                    grams = [" ".join([words[i] for i in row]) for row in ids[lo:lo + 100_000].tolist()]
+                    probs = logp[lo:lo + 100_000].tolist()
+                    if k < lm.order:
+                        backs = bow[lo:lo + 100_000].tolist()
+                        handle.writelines([f"{p!r}\t{g}\t{b!r}\n" for p, g, b in zip(probs, grams, backs)])
+                    else:
+                        handle.writelines([f"{p!r}\t{g}\n" for p, g in zip(probs, grams)])
             handle.write("\n\\end\\\n")
         os.replace(tmp, path)
     except BaseException:
@@ -494,7 +499,7 @@ def load_arpa(path: str | os.PathLike) -> NGramLM:
     expected: list[int] = []
     vocab: list[str] = []
     word_ids: dict[str, int] = {}
-    orders: list[tuple[list[list[int]], list[float], list[float]]] = []
+    orders: list[tuple[array, array, array]] = []  # per order: flat ids, log10 probs, log10 backoffs
     try:
         with _open_text(path) as handle:
             lines = iter(handle)
@@ -531,9 +536,9 @@ def load_arpa(path: str | os.PathLike) -> NGramLM:
             ended = False
             while section:
                 k = section
-                grams: list[list[int]] = []
-                logps: list[float] = []
-                bows: list[float] = []
+                grams = array("q")  # (n_k * k,) word ids, flat: compact for files with millions of lines
+                logps = array("d")
+                bows = array("d")
                 section = 0
                 for raw in lines:
                     lineno += 1
@@ -562,10 +567,10 @@ def load_arpa(path: str | os.PathLike) -> NGramLM:
                             raise fail(f"duplicate 1-gram {word!r}")
                         word_ids[word] = len(vocab)
                         vocab.append(word)
-                        grams.append([word_ids[word]])
+                        grams.append(word_ids[word])
                     else:
                         try:
-                            grams.append([word_ids[_canonical(w)] for w in parts[1:k + 1]])
+                            grams.extend([word_ids[_canonical(w)] for w in parts[1:k + 1]])
                         except KeyError as err:
                             raise fail(f"word {err.args[0]!r} is not in the 1-grams") from None
                 if len(logps) != expected[k - 1]:
@@ -578,7 +583,7 @@ def load_arpa(path: str | os.PathLike) -> NGramLM:
                 raise fail(f"header announces {len(expected)} orders, found {len(orders)}")
     except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ValueError(f"{path}: cannot read ARPA file ({type(err).__name__}: {err})") from None
-    ngrams = [(np.array(g, dtype=np.int64).reshape(len(g), k), np.array(p), np.array(b))
+    ngrams = [(np.frombuffer(g, dtype=np.int64).reshape(len(p), k), np.frombuffer(p), np.frombuffer(b))
               for k, (g, p, b) in enumerate(orders, start=1)]
     try:
         return NGramLM(vocab, ngrams)

@@ -3,17 +3,20 @@
 #
 # Usage: bash recipes/default/run.sh [--stage N] [--stop-stage N] [--data DIR] [--exp DIR] [--config YAML]
 #   stage 1  split each corpus manifest by speaker (dev speakers listed below)
-#   stage 2  train (conf/train.yaml; resumes from EXP/train/last.pt if present)
-#   stage 3  greedy decode of the dev sets with the averaged model → EXP/decode_*/wer.json
-#   stage 4  export the averaged model (float16 weights) to asr/pretrained/model.pt
+#   stage 2  train, first cosine cycle (conf/train.yaml; resumes from EXP/train/last.pt)
+#   stage 3  second, lower cosine cycle from stage 2's average (conf/finetune.yaml)
+#   stage 4  greedy decode of the dev sets with the final averaged model → EXP/decode_*/wer.json
+#   stage 5  export the final model (float16 weights) to asr/pretrained/model.pt
 # Run from the repository root. Every stage is idempotent: finished work is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-stage=1; stop_stage=4
+stage=1; stop_stage=5
 data=../shared/data
 exp=exp/default
 config=recipes/default/conf/train.yaml
 source recipes/common/stages.sh "$@"
+export EXP="$exp"   # conf/*.yaml refer to ${EXP}
+final="$exp/finetune/avg.pt"
 
 # Speaker-disjoint dev split: 7 of 67 AN4 speakers (2 f, 5 m, drawn with random.Random(0)),
 # 1 of 4 FSDD speakers, the LibriSpeech dev-clean speaker. Nothing else is held out.
@@ -30,24 +33,26 @@ if want_stage 1 "speaker-disjoint split"; then
   wc -l "$exp"/data/*/*.tsv >&2
 fi
 
-if want_stage 2 "train"; then
-  if [ -f "$exp/train/avg.pt" ]; then
-    echo "already trained: $exp/train/avg.pt" >&2
-  else
-    resume=""; [ -f "$exp/train/last.pt" ] && resume="--resume"
-    python -m asr train --config "$config" --out-dir "$exp/train" $resume
-  fi
-fi
+# train_stage NAME CONFIG: run one training stage unless its averaged model exists; resume if cut off.
+train_stage() {
+  if [ -f "$exp/$1/avg.pt" ]; then echo "already trained: $exp/$1/avg.pt" >&2; return; fi
+  local resume=""; [ -f "$exp/$1/last.pt" ] && resume="--resume"
+  python -m asr train --config "$2" --out-dir "$exp/$1" $resume
+}
 
-if want_stage 3 "greedy decode of the dev sets"; then
+if want_stage 2 "train, first cycle"; then train_stage train "$config"; fi
+
+if want_stage 3 "train, second cycle"; then train_stage finetune recipes/default/conf/finetune.yaml; fi
+
+if want_stage 4 "greedy decode of the dev sets"; then
   for set in an4 fsdd librispeech; do
-    python -m asr decode --model "$exp/train/avg.pt" --manifest "$exp/data/$set/dev.tsv" \
+    python -m asr decode --model "$final" --manifest "$exp/data/$set/dev.tsv" \
       --out "$exp/decode_greedy_$set" > "$exp/decode_greedy_$set.log"
     echo "$set: $(tail -n 1 "$exp/decode_greedy_$set.log")" >&2
   done
 fi
 
-if want_stage 4 "export the bundled model"; then
-  python -c "from asr.checkpoint import export_for_inference as e; e('$exp/train/avg.pt', 'asr/pretrained/model.pt')"
+if want_stage 5 "export the bundled model"; then
+  python -c "from asr.checkpoint import export_for_inference as e; e('$final', 'asr/pretrained/model.pt')"
   ls -l asr/pretrained/model.pt >&2
 fi
