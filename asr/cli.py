@@ -1,4 +1,4 @@
-"""The `asr` command (also `python -m asr`): transcribe, decode, align, train.
+"""The `asr` command (also `python -m asr`): transcribe, decode, align, lm build, train.
 
 User errors (bad paths, unreadable audio, malformed manifests, broken checkpoints) print one
 line on stderr and give a non-zero exit code; they never show a traceback.
@@ -77,7 +77,31 @@ def build_decoder(args: argparse.Namespace, transcriber) -> None:
     """Swap in the decoder named by --decoder (greedy is the default)."""
     if args.decoder == "greedy":
         return
-    raise UserError(f"decoder {args.decoder!r} is not available in this version (use --decoder greedy)")
+    if args.decoder == "beam":
+        from asr.decoding.beam import BeamSearchDecoder
+        from asr.decoding.lm import load_arpa
+
+        lm = None
+        if args.lm:
+            try:
+                lm = load_arpa(args.lm)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        transcriber.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=args.beam, alpha=args.alpha,
+                                                beta=args.beta, lexicon=args.lexicon)
+        return
+    raise UserError(f"decoder {args.decoder!r} is not available in this version (use --decoder greedy or beam)")
+
+
+def cmd_lm(args: argparse.Namespace) -> int:
+    from asr.decoding.lm import cmd_lm_build
+
+    try:
+        summary = cmd_lm_build(Path(args.text), args.order, Path(args.out))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(summary))
+    return EXIT_OK
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -95,6 +119,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             error(str(exc))
             failed += 1
     extension = {"text": "txt", "jsonl": "json", "srt": "srt"}[args.format]
+    written: set[Path] = set()
     for result in transcriber.transcribe_files(paths, with_words=args.format != "text"):
         if isinstance(result, Exception):
             error(str(result))
@@ -102,7 +127,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             continue
         rendered = format_transcript(result, args.format)
         if args.output_dir:
-            atomic_write_text(Path(args.output_dir) / f"{Path(result.path).stem}.{extension}", rendered)
+            target = Path(args.output_dir) / f"{Path(result.path).stem}.{extension}"
+            if target in written:
+                error(f"{result.path}: output {target} was already written for another input with the same name")
+                failed += 1
+                continue
+            atomic_write_text(target, rendered)
+            written.add(target)
         else:
             sys.stdout.write(rendered)
             sys.stdout.flush()
@@ -193,6 +224,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_decoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=["greedy", "beam", "hybrid"], default="greedy")
+    beam = parser.add_argument_group("beam search (--decoder beam)")
+    beam.add_argument("--lm", help="word n-gram LM in ARPA format (plain or .gz) for shallow fusion")
+    beam.add_argument("--beam", type=int, default=16, help="beam width (default 16)")
+    beam.add_argument("--alpha", type=float, default=0.5, help="LM weight (default 0.5)")
+    beam.add_argument("--beta", type=float, default=1.0, help="word insertion bonus (default 1.0)")
+    beam.add_argument("--lexicon", action="store_true", help="only output words in the LM's vocabulary")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_align)
 
+    p = sub.add_parser("lm", help="n-gram language models")
+    lm_sub = p.add_subparsers(dest="lm_command", required=True)
+    p = lm_sub.add_parser("build", help="estimate a modified Kneser-Ney n-gram LM and write it as ARPA")
+    p.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    p.add_argument("--text", required=True, help="training text, one sentence per line (.gz ok)")
+    p.add_argument("-o", "--out", required=True, help="output ARPA file (.gz to compress)")
+    p.set_defaults(func=cmd_lm)
+
     p = sub.add_parser("train", help="train an acoustic model from a YAML config")
     p.add_argument("--config", required=True)
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
@@ -235,9 +280,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from asr.audio import AudioError
     from asr.checkpoint import CheckpointError
     from asr.manifest import ManifestError
+    from asr.train import TrainingDataError
     from asr.transcribe import ModelNotFoundError
 
-    return (UserError, AudioError, CheckpointError, ManifestError, ModelNotFoundError, FileNotFoundError)
+    return (UserError, AudioError, CheckpointError, ManifestError, ModelNotFoundError, TrainingDataError,
+            FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

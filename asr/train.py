@@ -29,7 +29,11 @@ from asr.features import FeatureConfig, LogMel, accumulate_stats
 from asr.manifest import Utterance, read_manifest
 from asr.metrics import cer, wer
 from asr.model import BiLSTMCTC, ModelConfig
-from asr.text import CharTokenizer, normalize_text
+from asr.text import CharTokenizer
+
+
+class TrainingDataError(ValueError):
+    """The configured data cannot be trained on (reported as one line by the CLI)."""
 
 
 def expand_env(value):
@@ -244,7 +248,7 @@ class Trainer:
         train_utts, dropped = load_utterances(config.data.train, config.data.max_duration, self.tokenizer,
                                               config.model.subsampling)
         if not train_utts:
-            raise ValueError("no usable training utterances in " + ", ".join(config.data.train))
+            raise TrainingDataError("no usable training utterances in " + ", ".join(config.data.train))
         self.dropped = dropped
         self.train_set = SpeechDataset(train_utts, self.tokenizer, config.augment, config.data.cache_audio, config.seed)
         self.sampler = BucketBatchSampler([u.duration_s for u in train_utts], config.data.max_batch_seconds,

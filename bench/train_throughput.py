@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +40,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from runinfo import cpu_model, git_commit, write_json_atomic  # noqa: E402  (bench/ is on sys.path)
 from asr.audio import SAMPLE_RATE  # noqa: E402
 from asr.augment import spec_augment  # noqa: E402
 from asr.data import Example, SpeechDataset, collate  # noqa: E402
@@ -59,7 +56,7 @@ DEFAULT_INPUT_MANIFEST = REPO.parent / "shared/data/librispeech/manifest.tsv"
 PRESETS: dict[str, dict] = {
     # the bundled model (recipes/default/conf/train.yaml)
     "default": {"data": {"max_batch_seconds": 60, "max_batch_size": 32},
-                "model": {"subsampling": 3, "hidden_size": 320, "num_layers": 4, "dropout": 0.25}},
+                "model": {"subsampling": 3, "hidden_size": 320, "num_layers": 4, "dropout": 0.2}},
     # a LibriSpeech-960-sized model
     "librispeech": {"data": {"max_batch_seconds": 120, "max_batch_size": 32},
                     "model": {"subsampling": 3, "hidden_size": 512, "num_layers": 5, "dropout": 0.25}},
@@ -67,41 +64,6 @@ PRESETS: dict[str, dict] = {
 
 
 # ---------------------------------------------------------------- run description (hardware, commit)
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (platform fallback elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    """Short commit of the checkout, or "uncommitted" when git cannot tell."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "uncommitted"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write `data` as JSON via a temporary file and rename, so a crash leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def load_config(name_or_path: str) -> TrainConfig:
     """A preset name or a training YAML → TrainConfig (vocabulary size from the tokenizer)."""

@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
-import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from runinfo import cpu_model, git_commit, write_json_atomic  # noqa: E402  (bench/ is on sys.path)
 from asr.audio import SAMPLE_RATE, AudioError, load_audio  # noqa: E402
 from asr.checkpoint import CheckpointError  # noqa: E402
 from asr.manifest import ManifestError, read_manifest  # noqa: E402
@@ -50,45 +47,10 @@ SHARED_AN4 = REPO.parent / "shared/data/an4/manifest.tsv"
 
 # ---------------------------------------------------------------- run description (hardware, commit)
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (platform fallback elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    """Short commit of the checkout, or "uncommitted" when git cannot tell."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "uncommitted"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
-
-
 def display_path(path: str | os.PathLike) -> str:
     """`path` relative to the repository when it lies inside it (shorter, machine-independent)."""
     resolved = Path(path).resolve()
     return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write `data` as JSON via a temporary file and rename, so a crash leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- the systems under test

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from asr.cli import main as cli_main
 from asr.decoding.beam import BeamSearchDecoder
 from asr.decoding.greedy import greedy_decode
 from asr.decoding.lm import (
@@ -19,7 +20,6 @@ from asr.decoding.lm import (
     build_kneser_ney,
     cmd_lm_build,
     load_arpa,
-    lm_build_main,
     modified_kn_discounts,
     write_arpa,
 )
@@ -91,6 +91,35 @@ def test_wide_beam_finds_most_probable_labelling(seed: int) -> None:
     assert hyps[0].score == pytest.approx(truth[best], abs=1e-5)
     # The wide beam holds every labelling, each scored with its exact probability.
     assert {tuple(h.tokens): h.score for h in hyps} == pytest.approx(truth, abs=1e-5)
+
+
+def reference_prefix_search(lp: np.ndarray, beam: int) -> dict[tuple[int, ...], float]:
+    """Plain-Python CTC prefix beam search (blank 0, no pruning): final prefixes -> log score."""
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -np.inf)}  # prefix -> (pb, pnb)
+    for t in range(lp.shape[0]):
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-np.inf, -np.inf])
+        for prefix, (pb, pnb) in beams.items():
+            total = np.logaddexp(pb, pnb)
+            nxt[prefix][0] = np.logaddexp(nxt[prefix][0], total + lp[t, 0])
+            if prefix:
+                nxt[prefix][1] = np.logaddexp(nxt[prefix][1], pnb + lp[t, prefix[-1]])
+            for c in range(1, lp.shape[1]):
+                src = pb if prefix and c == prefix[-1] else total
+                nxt[prefix + (c,)][1] = np.logaddexp(nxt[prefix + (c,)][1], src + lp[t, c])
+        best = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:beam]
+        beams = {p: (s[0], s[1]) for p, s in best}
+    return {p: float(np.logaddexp(*s)) for p, s in beams.items()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_narrow_beam_matches_reference_implementation(seed: int) -> None:
+    rng = np.random.default_rng(50 + seed)
+    tok = CharTokenizer(chars=("A", "B", "C", "D"))
+    lp = random_log_probs(rng, frames=20, vocab=tok.vocab_size, scale=1.5)  # (20, 5)
+    expected = reference_prefix_search(lp.astype(np.float64), beam=4)
+    [hyps] = BeamSearchDecoder(tok, beam_size=4, **NO_PRUNING).decode_nbest(lp[None])
+    assert {tuple(h.tokens): h.score for h in hyps} == pytest.approx(expected, abs=1e-6)
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -281,10 +310,11 @@ def test_lm_build_command(tmp_path: Path, capsys) -> None:
     summary = cmd_lm_build(text, 3, tmp_path / "out" / "lm.arpa")
     assert summary["sentences"] == 5 and summary["vocab"] == 13 and summary["ngrams"]["1"] == 13
     assert load_arpa(tmp_path / "out" / "lm.arpa").counts == [summary["ngrams"][k] for k in "123"]
-    assert lm_build_main(["--order", "2", "--text", str(text), "-o", str(tmp_path / "lm2.arpa")]) == 0
+    assert cli_main(["lm", "build", "--order", "2", "--text", str(text), "-o", str(tmp_path / "lm2.arpa")]) == 0
     assert '"order": 2' in capsys.readouterr().out
-    assert lm_build_main(["--text", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "x.arpa")]) == 1
-    assert "nope.txt" in capsys.readouterr().err
+    assert cli_main(["lm", "build", "--text", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "x.arpa")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.txt" in err and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- shallow fusion and lexicon

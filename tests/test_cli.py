@@ -117,6 +117,47 @@ def test_transcribe_output_dir(capsys, overfit_model, tmp_path):
     assert (out_dir / "an3-mblw-b.srt").read_text().startswith("1\n00:00:0")
 
 
+def test_output_dir_name_clash_is_reported_not_overwritten(capsys, overfit_model, tmp_path):
+    """Two inputs with the same file name in different folders: the second is refused, the first kept."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(DATA / "an4" / "an2-mblw-b.flac", other / "an3-mblw-b.flac")  # same name, other words
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(capsys, "transcribe", "--model", overfit_model, "--format", "jsonl",
+                           "--output-dir", out_dir, DATA / "an4" / "an3-mblw-b.flac", other / "an3-mblw-b.flac")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and str(other / "an3-mblw-b.flac") in err
+    kept = json.loads((out_dir / "an3-mblw-b.json").read_text())
+    assert kept["path"] == str(DATA / "an4" / "an3-mblw-b.flac")
+
+
+def test_train_without_usable_data_is_one_line(capsys, tmp_path):
+    manifest = tmp_path / "empty_text.tsv"
+    rows = MANIFEST.read_text().splitlines()
+    manifest.write_text(rows[0] + "\n" + rows[1].rsplit("\t", 1)[0].replace("an4/", str(DATA / "an4") + "/") + "\t \n")
+    config = tmp_path / "train.yaml"
+    config.write_text(f"out_dir: {tmp_path / 'exp'}\ndata:\n  train: [{manifest}]\n")
+    code, _, err = run_cli(capsys, "train", "--config", config)
+    assert code == 1
+    assert err.startswith("asr: error: no usable training utterances") and len(err.strip().splitlines()) == 1
+
+
+def test_beam_with_lm_built_by_the_cli(capsys, overfit_model, tmp_path):
+    """`asr lm build` on the clips' transcripts, then `--decoder beam --lm --lexicon` stays in that vocabulary."""
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(u.text for u in UTTS.values()) + "\n")
+    code, out, err = run_cli(capsys, "lm", "build", "--order", "2", "--text", text, "-o", tmp_path / "lm.arpa")
+    assert code == 0, err
+    assert json.loads(out)["sentences"] == len(UTTS)
+    code, out, err = run_cli(capsys, "transcribe", "--model", overfit_model, "--decoder", "beam", "--lm",
+                             tmp_path / "lm.arpa", "--lexicon", "--format", "jsonl", CLIP)
+    assert code == 0, err
+    obj = json.loads(out)
+    check_transcript(obj, UTTS[CLIP.name].text)
+    vocabulary = {w for u in UTTS.values() for w in u.text.split()}
+    assert set(obj["text"].split()) <= vocabulary
+
+
 def test_transcribe_directory_is_walked(capsys, overfit_model):
     code, out, err = run_cli(capsys, "transcribe", "--model", overfit_model, "--format", "jsonl", DATA / "an4")
     assert code == 0, err

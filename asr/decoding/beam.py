@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -203,7 +203,7 @@ def _word_score(state: int, trie_node: int, is_word: np.ndarray, lm_id: np.ndarr
     new_state, log10p = lm_advance(lm_keys, lm_logp, lm_bow, lm_suffix, lm_offsets, lm_vocab, unk_log10, state, word)
     if (word < 0 or word == unk_id) and not np.isnan(oov_score):
         return new_state, oov_score + beta, in_lexicon
-    return new_state, alpha * log10p * 2.302585092994046 + beta, in_lexicon
+    return new_state, alpha * log10p * LN10 + beta, in_lexicon
 
 
 @numba.njit(cache=True)
@@ -413,7 +413,7 @@ def _beam_search(lp, blank, beam_size, prune_mass, prune_topk, skip_log, use_max
                 words += score
         if use_lm and score_eos:
             words += alpha * lm_advance(lm_keys, lm_logp, lm_bow, lm_suffix, lm_offsets, lm_vocab,
-                                        unk_log10, state, eos_id)[1] * 2.302585092994046
+                                        unk_log10, state, eos_id)[1] * LN10
         out_node[i] = node
         out_ac[i] = acoustic
         out_words[i] = words

@@ -19,12 +19,9 @@ exactly what the file means.
 
 from __future__ import annotations
 
-import argparse
 import gzip
-import json
 import math
 import os
-import sys
 import tempfile
 import time
 import zlib
@@ -618,19 +615,3 @@ def cmd_lm_build(text: Path, order: int, out: Path) -> dict:
             "words": sum(len(s.split()) for s in sentences), "vocab": len(lm.vocab),
             "ngrams": {str(k): c for k, c in enumerate(lm.counts, start=1)},
             "discounts": [list(d) for d in lm.discounts or []], "seconds": round(time.perf_counter() - start, 3)}
-
-
-def lm_build_main(argv: list[str] | None = None) -> int:
-    """`asr lm build --order N --text FILE -o lm.arpa`; prints the summary as JSON; exit code."""
-    parser = argparse.ArgumentParser(prog="asr lm build", description="estimate a modified Kneser-Ney ARPA model")
-    parser.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
-    parser.add_argument("--text", required=True, type=Path, help="training text, one sentence per line (.gz ok)")
-    parser.add_argument("-o", "--out", required=True, type=Path, help="output ARPA file (.gz to compress)")
-    args = parser.parse_args(argv)
-    try:
-        summary = cmd_lm_build(args.text, args.order, args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"asr: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary))
-    return 0
