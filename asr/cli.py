@@ -7,12 +7,13 @@ line on stderr and give a non-zero exit code; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from asr.fileio import atomic_write_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -23,19 +24,6 @@ class UserError(Exception):
 
 def error(message: str) -> None:
     print(f"asr: error: {message}", file=sys.stderr)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def srt_time(seconds: float) -> str:
@@ -73,6 +61,38 @@ def format_transcript(transcript, fmt: str) -> str:
     return f"{transcript.path}\t{transcript.text}\n"
 
 
+def beam_settings(args: argparse.Namespace, model_path: Path):
+    """Flags first, then the model's `*.decode.json` (see asr.tune), then the built-in defaults.
+
+    The tuned alpha/beta only apply with the LM they were tuned for: naming another LM with --lm
+    falls back to the defaults for whatever is not given. `--lm none` decodes without an LM.
+    """
+    from asr.tune import DEFAULT_ALPHA, DEFAULT_BETA, DecodeSettings, load_decode_settings
+
+    try:
+        stored = load_decode_settings(model_path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.lm is not None and args.lm.lower() == "none":
+        lm = None
+    elif args.lm is not None:
+        lm = args.lm
+    else:
+        lm = stored.lm
+    same_lm = lm == stored.lm or (lm is not None and stored.lm is not None
+                                  and Path(lm).resolve() == Path(stored.lm).resolve())
+    if lm and not Path(lm).is_file():
+        raise UserError(f"{lm}: language model file not found")
+
+    def pick(flag, tuned, default):
+        return flag if flag is not None else (tuned if same_lm else default)
+
+    return DecodeSettings(lm=lm, beam=args.beam if args.beam is not None else stored.beam,
+                          alpha=pick(args.alpha, stored.alpha, DEFAULT_ALPHA),
+                          beta=pick(args.beta, stored.beta, DEFAULT_BETA),
+                          lexicon=pick(args.lexicon, stored.lexicon, False) and lm is not None)
+
+
 def build_decoder(args: argparse.Namespace, transcriber) -> None:
     """Swap in the decoder named by --decoder (greedy is the default)."""
     if args.decoder == "greedy":
@@ -81,16 +101,28 @@ def build_decoder(args: argparse.Namespace, transcriber) -> None:
         from asr.decoding.beam import BeamSearchDecoder
         from asr.decoding.lm import load_arpa
 
+        settings = beam_settings(args, transcriber.loaded.path)
         lm = None
-        if args.lm:
+        if settings.lm:
             try:
-                lm = load_arpa(args.lm)
+                lm = load_arpa(settings.lm)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-        transcriber.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=args.beam, alpha=args.alpha,
-                                                beta=args.beta, lexicon=args.lexicon)
+        try:
+            transcriber.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=settings.beam,
+                                                    alpha=settings.alpha, beta=settings.beta,
+                                                    lexicon=settings.lexicon)
+        except ValueError as exc:
+            raise UserError(f"beam search: {exc}") from None
         return
-    raise UserError(f"decoder {args.decoder!r} is not available in this version (use --decoder greedy or beam)")
+    if args.decoder == "hybrid":
+        try:
+            from asr.hybrid.decode import build_hybrid_decoder
+        except ImportError:
+            raise UserError("decoder 'hybrid' is not available in this version (use --decoder greedy or beam)") from None
+        transcriber.decoder = build_hybrid_decoder(args, transcriber)
+        return
+    raise UserError(f"unknown decoder {args.decoder!r}")
 
 
 def cmd_lm(args: argparse.Namespace) -> int:
@@ -101,6 +133,33 @@ def cmd_lm(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(json.dumps(summary))
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from asr.tune import DEFAULT_ALPHAS, DEFAULT_BETAS, parse_grid, save_decode_settings, tune
+    from asr.transcribe import Transcriber
+
+    try:
+        alphas, betas = parse_grid(args.alphas, DEFAULT_ALPHAS), parse_grid(args.betas, DEFAULT_BETAS)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not Path(args.lm).is_file():
+        raise UserError(f"{args.lm}: language model file not found")
+    transcriber = Transcriber.from_pretrained(args.model, device=args.device)
+    try:
+        settings, points = tune(transcriber, args.manifest, args.lm, alphas, betas, beam=args.beam,
+                                lexicon=args.lexicon)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for point in points[: args.show]:
+        print(f"alpha {point.alpha:5.2f}  beta {point.beta:5.2f}  WER {point.wer:6.2f}%  CER {point.cer:6.2f}%")
+    target = transcriber.loaded.path if args.out is None else Path(args.out)
+    written = save_decode_settings(target, settings)
+    greedy = settings.tuned.get("greedy_wer")
+    baseline = f" (greedy {greedy:.2f}%)" if greedy is not None else ""
+    print(f"best: alpha {settings.alpha} beta {settings.beta} beam {settings.beam}: WER {settings.tuned['wer']:.2f}%"
+          f"{baseline} on {settings.tuned['utterances']} utterances -> {written}")
     return EXIT_OK
 
 
@@ -206,9 +265,32 @@ def cmd_align(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def config_task(path: str) -> str:
+    """The `task:` key of a training YAML: ctc (default), hybrid or autoencoder."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    task = raw.get("task", "ctc") if isinstance(raw, dict) else "ctc"
+    if task not in TRAIN_TASKS:
+        raise UserError(f"{path}: unknown task {task!r} (expected one of {', '.join(TRAIN_TASKS)})")
+    return task
+
+
+# task → module whose `train_from_args(args) -> int` handles `asr train` for that kind of model.
+TRAIN_TASKS = {"ctc": None, "hybrid": "asr.hybrid.train", "autoencoder": "asr.search.train"}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from asr.train import TrainConfig, train
 
+    task = config_task(args.config)
+    if TRAIN_TASKS[task] is not None:
+        return importlib.import_module(TRAIN_TASKS[task]).train_from_args(args)
     config = TrainConfig.from_yaml(args.config)
     if args.out_dir:
         config.out_dir = args.out_dir
@@ -225,11 +307,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_decoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=["greedy", "beam", "hybrid"], default="greedy")
     beam = parser.add_argument_group("beam search (--decoder beam)")
-    beam.add_argument("--lm", help="word n-gram LM in ARPA format (plain or .gz) for shallow fusion")
-    beam.add_argument("--beam", type=int, default=16, help="beam width (default 16)")
-    beam.add_argument("--alpha", type=float, default=0.5, help="LM weight (default 0.5)")
-    beam.add_argument("--beta", type=float, default=1.0, help="word insertion bonus (default 1.0)")
-    beam.add_argument("--lexicon", action="store_true", help="only output words in the LM's vocabulary")
+    beam.add_argument("--lm", help="word n-gram LM in ARPA format (plain or .gz) for shallow fusion; 'none' for "
+                      "no LM (default: the LM in the model's .decode.json, e.g. the bundled one)")
+    beam.add_argument("--beam", type=int, help="beam width (default: the model's .decode.json, else 16)")
+    beam.add_argument("--alpha", type=float, help="LM weight (default: tuned value, else 0.5)")
+    beam.add_argument("--beta", type=float, help="word insertion bonus (default: tuned value, else 1.0)")
+    beam.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=None,
+                      help="only output words in the LM's vocabulary (default: tuned value, else off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="TSV manifest with reference text")
     p.add_argument("--out", help="folder for hyps.tsv and wer.json")
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("tune", help="grid-search LM weight / word bonus on a dev set, save them next to the model")
+    add_model_args(p)
+    p.add_argument("--manifest", required=True, help="dev TSV manifest (speakers not used in training)")
+    p.add_argument("--lm", required=True, help="word n-gram LM (ARPA, plain or .gz)")
+    p.add_argument("--beam", type=int, default=16, help="beam width (default 16)")
+    p.add_argument("--lexicon", action="store_true", help="tune the lexicon-constrained mode")
+    p.add_argument("--alphas", help="LM weights: 'a,b,c' or 'start:stop:step' (default 0:3:0.25)")
+    p.add_argument("--betas", help="word bonuses, same syntax (default -1:4:0.5)")
+    p.add_argument("--out", help="write settings for this model path instead (default: next to --model)")
+    p.add_argument("--show", type=int, default=5, help="print the best N grid points (default 5)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("align", help="CTC forced alignment of a transcript to audio")
     p.add_argument("audio")
@@ -272,7 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, help="stop after this many epochs in this run (resume later)")
     p.add_argument("--device")
     p.set_defaults(func=cmd_train)
+
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).add_parsers(sub)
     return parser
+
+
+# Modules that register more sub-commands through `add_parsers(subparsers)`.
+EXTRA_COMMANDS: list[str] = []
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -123,12 +123,12 @@ def test_narrow_beam_matches_reference_implementation(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_beam_one_max_merge_equals_greedy(seed: int) -> None:
+def test_beam_one_equals_greedy(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
     lp = torch.from_numpy(random_log_probs(rng, frames=50, vocab=TOK.vocab_size, scale=3.0))[None]  # (1, 50, 29)
     greedy_ids = greedy_decode(lp)[0]
     for options in ({}, NO_PRUNING):  # default pruning never drops the argmax
-        decoder = BeamSearchDecoder(TOK, beam_size=1, merge="max", **options)
+        decoder = BeamSearchDecoder(TOK, beam_size=1, **options)  # width 1 merges by max by default
         [[hyp]] = decoder.decode_nbest(lp, n=1)
         assert hyp.tokens == greedy_ids
         assert decoder.decode(lp) == [TOK.decode(greedy_ids)]
@@ -141,7 +141,8 @@ def test_sum_merge_beats_best_path_when_alignments_add_up() -> None:
     truth = brute_force_labellings(lp)
     assert max(truth, key=truth.get) == (1,)
     assert tok.decode(greedy_decode(torch.from_numpy(lp)[None])[0]) == "AB"
-    assert BeamSearchDecoder(tok, beam_size=1, **NO_PRUNING).decode(lp[None]) == ["A"]
+    assert BeamSearchDecoder(tok, beam_size=1, **NO_PRUNING).decode(lp[None]) == ["AB"]  # greedy
+    assert BeamSearchDecoder(tok, beam_size=1, merge="sum", **NO_PRUNING).decode(lp[None]) == ["A"]
 
 
 def test_pruning_keeps_clear_answers_and_batch_lengths() -> None:

@@ -16,8 +16,9 @@ prefix l with total p = logaddexp(pb, pnb):
 
 then the `beam_size` prefixes with the best `logaddexp(pb', pnb') + word score` survive. With
 `merge="max"` every `+=` keeps the maximum instead (Viterbi prefix scores); then beam 1 is exactly
-greedy best-path decoding, while the default `"sum"` gives each prefix the probability of all its
-alignments (a wide beam finds the most probable labelling, which best-path decoding may miss).
+greedy best-path decoding, which is why beam width 1 uses it by default. Wider beams default to
+`"sum"`, which gives each prefix the probability of all its alignments (a wide beam finds the most
+probable labelling, which best-path decoding may miss).
 
 **Pruning.** Token pruning: per frame only the most probable labels are extended, as many as
 reach `token_prune` cumulative probability (blank included in the mass) and at most `token_topk`;
@@ -468,15 +469,19 @@ class BeamSearchDecoder:
         oov_penalty: with an LM, an out-of-vocabulary word scores `-oov_penalty` (+ beta) instead of
             `alpha * ln P(<unk> | context)`.
         score_eos: add `alpha * ln P(</s> | last words)` at the end of the utterance.
-        merge: "sum" (prefix probability over all alignments) or "max" (best alignment only).
+        merge: "sum" (prefix probability over all alignments) or "max" (best alignment only);
+            None (default) = "max" for beam_size 1, so that beam width 1 is exactly greedy decoding
+            (without an LM), else "sum".
     """
 
     def __init__(self, tokenizer, lm: NGramLM | None = None, beam_size: int = 16, alpha: float = 0.5,
                  beta: float = 1.0, lexicon: bool | Iterable[str] = False, token_prune: float = 0.9999,
                  token_topk: int | None = None, blank_skip: float | None = 0.999, oov_penalty: float | None = None,
-                 score_eos: bool = True, merge: str = "sum") -> None:
+                 score_eos: bool = True, merge: str | None = None) -> None:
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if merge is None:
+            merge = "max" if beam_size == 1 else "sum"
         if merge not in ("sum", "max"):
             raise ValueError(f"merge must be 'sum' or 'max', got {merge!r}")
         if not 0.0 < token_prune:

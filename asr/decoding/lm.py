@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import tempfile
 import time
 import zlib
 from array import array
@@ -34,6 +33,7 @@ from typing import IO
 import numba
 import numpy as np
 
+from asr.fileio import atomic_output
 from asr.text import normalize_text
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -420,16 +420,6 @@ def build_kneser_ney(sentences: Iterable[str], order: int = 3,
 # ----------------------------------------------------------------------------- ARPA files
 
 
-def _atomic_open(path: Path) -> tuple[IO[str], str]:
-    """A text handle on a temporary file beside `path` (gzip if `path` ends in .gz) and its name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    if path.suffix == ".gz":
-        os.close(fd)
-        return gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6), tmp  # type: ignore[return-value]
-    return os.fdopen(fd, "w", encoding="utf-8"), tmp
-
-
 def write_arpa(lm: NGramLM, path: str | os.PathLike) -> None:
     """Write `lm` as an ARPA file (gzip-compressed if the name ends in .gz), atomically.
 
@@ -437,9 +427,10 @@ def write_arpa(lm: NGramLM, path: str | os.PathLike) -> None:
     bit-identical log-probabilities. Backoffs are written for every order below the highest.
     """
     path = Path(path)
-    handle, tmp = _atomic_open(path)
-    try:
-        with handle:
+    with atomic_output(path) as tmp:
+        opener = gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) if path.suffix == ".gz" else \
+            open(tmp, "w", encoding="utf-8")
+        with opener as handle:
             handle.write("\n\\data\\\n")
             for k, count in enumerate(lm.counts, start=1):
                 handle.write(f"ngram {k}={count}\n")
@@ -456,10 +447,6 @@ def write_arpa(lm: NGramLM, path: str | os.PathLike) -> None:
                     else:
                         handle.writelines([f"{p!r}\t{g}\n" for p, g in zip(probs, grams)])
             handle.write("\n\\end\\\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _open_text(path: Path) -> IO[str]:

@@ -7,6 +7,9 @@
 #   stage 3  second, lower cosine cycle from stage 2's average (conf/finetune.yaml)
 #   stage 4  greedy decode of the dev sets with the final averaged model → EXP/decode_*/wer.json
 #   stage 5  export the final model (float16 weights) to asr/pretrained/model.pt
+#   stage 6  word 4-gram LM from the training transcripts → asr/pretrained/lm.arpa.gz; tune the beam
+#            search's LM weight / word bonus on half of the AN4 dev speakers (dev_tune) → model.decode.json
+#   stage 7  decode the dev sets greedy, beam without LM, and beam + LM with the bundled settings
 # Run from the repository root. Every stage is idempotent: finished work is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,6 +26,7 @@ final="$exp/finetune/avg.pt"
 an4_dev="fnsv fplp mbmg mfaa mmaf mnfe mnjl"
 fsdd_dev="yweweler"
 librispeech_dev="2412"
+an4_tune="fnsv mbmg mmaf"   # the AN4 dev speakers used to tune decoding; the rest (dev_eval) only report
 
 if want_stage 1 "speaker-disjoint split"; then
   split() { python -m data_prep.split --manifest "$1" --out-dir "$2" --dev-speakers "${@:3}"; }
@@ -30,6 +34,11 @@ if want_stage 1 "speaker-disjoint split"; then
   split "$data/fsdd/manifest.tsv" "$exp/data/fsdd" $fsdd_dev
   split "$data/librispeech/manifest.tsv" "$exp/data/librispeech" $librispeech_dev
   split "$data/librivox_pocketsphinx/manifest.tsv" "$exp/data/librivox"
+  # Beam-search weights are tuned on 3 of the 7 AN4 dev speakers and reported on the other 4.
+  awk -F'\t' -v s="$an4_tune" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || ($2 in t)' \
+    "$exp/data/an4/dev.tsv" > "$exp/data/an4/dev_tune.tsv"
+  awk -F'\t' -v s="$an4_tune" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || !($2 in t)' \
+    "$exp/data/an4/dev.tsv" > "$exp/data/an4/dev_eval.tsv"
   wc -l "$exp"/data/*/*.tsv >&2
 fi
 
@@ -55,4 +64,23 @@ fi
 if want_stage 5 "export the bundled model"; then
   python -c "from asr.checkpoint import export_for_inference as e; e('$final', 'asr/pretrained/model.pt')"
   ls -l asr/pretrained/model.pt >&2
+fi
+
+if want_stage 6 "LM from the training transcripts, tune the beam search"; then
+  mkdir -p "$exp/lm"
+  for set in an4 fsdd librispeech librivox; do tail -n +2 "$exp/data/$set/train.tsv" | cut -f6; done > "$exp/lm/train_text.txt"
+  python -m asr lm build --order 4 --text "$exp/lm/train_text.txt" -o asr/pretrained/lm.arpa.gz
+  python -m asr tune --model asr/pretrained/model.pt --manifest "$exp/data/an4/dev_tune.tsv" \
+    --lm asr/pretrained/lm.arpa.gz --beam 16 | tee "$exp/tune.log" >&2
+fi
+
+if want_stage 7 "decode the dev sets: greedy, beam, beam + LM (bundled settings)"; then
+  for set in an4/dev_tune an4/dev_eval an4/dev fsdd/dev librispeech/dev; do
+    name=$(echo "$set" | tr / _)
+    for mode in "greedy:--decoder greedy" "beam:--decoder beam --lm none" "beamlm:--decoder beam"; do
+      out="$exp/decode_bundled_${mode%%:*}_$name"
+      python -m asr decode ${mode#*:} --manifest "$exp/data/$set.tsv" --out "$out" > "$out.log"
+      echo "$set ${mode%%:*}: $(tail -n 1 "$out.log")" >&2
+    done
+  done
 fi

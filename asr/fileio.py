@@ -1,0 +1,47 @@
+"""Atomic file output: write beside the target, then rename, so no reader ever sees half a file.
+
+    >>> with atomic_output("exp/model.pt") as tmp:      # tmp: a Path in the same folder
+    ...     torch.save(state, tmp)
+    >>> atomic_write_text("out/hyps.tsv", "utt_id\\ttext\\n")
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _default_mode() -> int:
+    """The permissions a plain `open(path, "w")` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success move it into place, on any error delete it.
+
+    The parent folder is created if needed. The file gets the usual permissions (mkstemp's are 0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,186 @@
+"""Beam-search decode settings: stored next to a model, tuned on a dev set by grid search (`asr tune`).
+
+A model file `M.pt` may have a sibling `M.decode.json` holding the LM and the beam settings to use
+with it; `asr transcribe/decode --decoder beam` reads it when the flags are not given, so the
+bundled model decodes with its LM and tuned weights out of the box:
+
+    {"lm": "lm.arpa.gz", "beam": 16, "alpha": 0.8, "beta": 1.5, "lexicon": false, "tuned": {...}}
+
+`lm` is relative to the JSON file's folder (or absolute). `asr tune --model M --manifest DEV --lm
+ARPA` computes the model's log-probs for DEV once, decodes them for every (alpha, beta) of a grid,
+and writes the pair with the lowest WER (ties: lower CER, then smaller alpha) to `M.decode.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asr.audio import SAMPLE_RATE, load_audio
+from asr.fileio import atomic_write_text
+from asr.metrics import error_counts
+
+DEFAULT_BEAM, DEFAULT_ALPHA, DEFAULT_BETA = 16, 0.5, 1.0
+DEFAULT_ALPHAS = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2).tolist())
+DEFAULT_BETAS = tuple(np.round(np.arange(-1.0, 4.01, 0.5), 2).tolist())
+
+
+@dataclass
+class DecodeSettings:
+    """How to beam-search with one model: its LM (None: no LM) and the fusion weights."""
+
+    lm: str | None = None
+    beam: int = DEFAULT_BEAM
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    lexicon: bool = False
+    tuned: dict = field(default_factory=dict)  # where the values came from (manifest, grid, WER)
+
+
+def settings_path(model_path: str | os.PathLike) -> Path:
+    """`dir/model.pt` → `dir/model.decode.json`."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.decode.json")
+
+
+def load_decode_settings(model_path: str | os.PathLike) -> DecodeSettings:
+    """The settings stored next to `model_path` (LM path made absolute), or the defaults if there are none."""
+    path = settings_path(model_path)
+    if not path.is_file():
+        return DecodeSettings()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        settings = DecodeSettings(**raw)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid decode settings file ({exc})") from None
+    if settings.lm:
+        settings.lm = str((path.parent / settings.lm).resolve())
+    return settings
+
+
+def save_decode_settings(model_path: str | os.PathLike, settings: DecodeSettings) -> Path:
+    """Write `settings` next to the model (LM path stored relative to it when it lies in the same tree)."""
+    path = settings_path(model_path)
+    stored = asdict(settings)
+    if settings.lm:
+        lm = Path(settings.lm).resolve()
+        stored["lm"] = os.path.relpath(lm, path.parent.resolve()) if lm.is_relative_to(path.parent.resolve()) else str(lm)
+    atomic_write_text(path, json.dumps(stored, indent=2) + "\n")
+    return path
+
+
+def compute_log_probs(transcriber, paths: Sequence[str | os.PathLike], batch_seconds: float = 100.0
+                      ) -> list[np.ndarray]:
+    """The model's (T', V) log-probs for each file, in input order (length-sorted batches inside)."""
+    from asr.transcribe import band_cutoff
+
+    waves = [load_audio(p) for p in paths]
+    cutoffs = [band_cutoff(p) for p in paths]
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    out: list[np.ndarray | None] = [None] * len(waves)
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and len(waves[order[stop]]) / SAMPLE_RATE * (stop - start + 1) <= batch_seconds:
+            stop += 1
+        batch = order[start:stop]
+        log_probs, lengths = transcriber.log_probs([waves[i] for i in batch], [cutoffs[i] for i in batch])  # (B, T', V)
+        for row, i in enumerate(batch):
+            out[i] = log_probs[row, : lengths[row]].numpy()
+        start = stop
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class GridPoint:
+    """WER/CER of one (alpha, beta) on the tuning set."""
+
+    alpha: float
+    beta: float
+    wer: float
+    cer: float
+
+
+def score_texts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]:
+    """Corpus WER and CER in percent."""
+    words, chars = error_counts(refs, hyps, "word"), error_counts(refs, hyps, "char")
+    return 100 * words["errors"] / max(1, words["ref_len"]), 100 * chars["errors"] / max(1, chars["ref_len"])
+
+
+def grid_search(log_probs: Sequence[np.ndarray], refs: Sequence[str], tokenizer, lm, alphas: Sequence[float],
+                betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False) -> list[GridPoint]:
+    """Decode every utterance for every (alpha, beta); return the points best first.
+
+    Ranking: lowest WER, then lowest CER, then the smallest alpha and |beta| (the least LM that does as well).
+    """
+    from asr.decoding.beam import BeamSearchDecoder
+
+    points = []
+    for alpha in alphas:
+        for beta in betas:
+            decoder = BeamSearchDecoder(tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta, lexicon=lexicon)
+            hyps = [decoder.decode(lp[None])[0] for lp in log_probs]
+            wer, cer = score_texts(refs, hyps)
+            points.append(GridPoint(float(alpha), float(beta), wer, cer))
+    return sorted(points, key=lambda p: (round(p.wer, 6), round(p.cer, 6), p.alpha, abs(p.beta)))
+
+
+def parse_grid(text: str | None, default: Sequence[float]) -> list[float]:
+    """`"0,0.5,1"` or `"0:2:0.25"` (start:stop:step, stop included) → floats; None → `default`."""
+    if text is None:
+        return list(default)
+    try:
+        if ":" in text:
+            lo, hi, step = (float(x) for x in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            return [round(v, 6) for v in np.arange(lo, hi + step / 2, step)]
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"bad grid {text!r}: expected comma-separated numbers or start:stop:step") from None
+
+
+def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | None, alphas: Sequence[float],
+         betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False) -> tuple[DecodeSettings, list[GridPoint]]:
+    """Grid-search alpha/beta for `transcriber`'s model on `manifest`; the best settings and all points."""
+    from asr.decoding.lm import load_arpa
+    from asr.manifest import read_manifest
+    from asr.text import normalize_text
+
+    started = time.perf_counter()
+    utterances = read_manifest(manifest, check_audio=True)
+    if not utterances:
+        raise ValueError(f"{manifest}: no utterances to tune on")
+    lm = load_arpa(lm_path) if lm_path else None
+    log_probs = compute_log_probs(transcriber, [u.audio_path for u in utterances])
+    refs = [normalize_text(u.text) for u in utterances]
+    greedy = transcriber.decoder.__class__.__name__ == "GreedyDecoder"
+    points = grid_search(log_probs, refs, transcriber.tokenizer, lm, alphas, betas, beam, lexicon)
+    best = points[0]
+    baseline = {}
+    if greedy:
+        hyps = transcriber.decoder.decode(*_stack(log_probs))
+        baseline = dict(zip(("greedy_wer", "greedy_cer"), score_texts(refs, hyps)))
+    info = {"manifest": str(manifest), "utterances": len(refs), "wer": round(best.wer, 3), "cer": round(best.cer, 3),
+            **{k: round(v, 3) for k, v in baseline.items()}, "alphas": list(alphas), "betas": list(betas),
+            "seconds": round(time.perf_counter() - started, 1)}
+    settings = DecodeSettings(lm=str(lm_path) if lm_path else None, beam=beam, alpha=best.alpha, beta=best.beta,
+                              lexicon=lexicon, tuned=info)
+    return settings, points
+
+
+def _stack(log_probs: Sequence[np.ndarray]):
+    """List of (T_i, V) arrays → padded (B, T, V) tensor and (B,) lengths."""
+    import torch
+
+    lengths = torch.tensor([len(lp) for lp in log_probs])
+    batch = torch.zeros(len(log_probs), int(lengths.max()), log_probs[0].shape[1])
+    for i, lp in enumerate(log_probs):
+        batch[i, : len(lp)] = torch.from_numpy(lp)
+    return batch, lengths

@@ -1,0 +1,115 @@
+"""`asr tune` and the decode settings stored next to a model (the bundled model's LM and weights too)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_cli import MANIFEST, UTTS, check_transcript, run_cli
+
+from asr.decoding.lm import load_arpa
+from asr.tune import DecodeSettings, load_decode_settings, parse_grid, save_decode_settings, settings_path
+from asr.transcribe import DEFAULT_MODEL
+
+CLIP = Path(__file__).parent / "data" / "an4" / "an2-mblw-b.flac"  # "Z EIGHT OH TWO"
+
+
+def test_settings_round_trip_keeps_the_lm_relative(tmp_path):
+    model = tmp_path / "models" / "am.pt"
+    model.parent.mkdir()
+    (model.parent / "lm.arpa").write_text("")
+    saved = save_decode_settings(model, DecodeSettings(lm=str(model.parent / "lm.arpa"), beam=8, alpha=1.5,
+                                                       beta=-0.5, lexicon=True, tuned={"wer": 3.0}))
+    assert saved == settings_path(model) == tmp_path / "models" / "am.decode.json"
+    assert json.loads(saved.read_text())["lm"] == "lm.arpa"  # the pair can be moved together
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(model.parent), moved)
+    loaded = load_decode_settings(moved / "am.pt")
+    assert loaded.lm == str((moved / "lm.arpa").resolve())
+    assert (loaded.beam, loaded.alpha, loaded.beta, loaded.lexicon, loaded.tuned) == (8, 1.5, -0.5, True, {"wer": 3.0})
+
+
+def test_missing_settings_are_the_defaults_and_broken_ones_name_the_file(tmp_path):
+    assert load_decode_settings(tmp_path / "m.pt") == DecodeSettings()
+    settings_path(tmp_path / "m.pt").write_text('{"alpha": 1, "colour": "blue"}')
+    with pytest.raises(ValueError, match=r"m\.decode\.json: not a valid decode settings file"):
+        load_decode_settings(tmp_path / "m.pt")
+
+
+def test_parse_grid():
+    assert parse_grid("0:1:0.25", [9.0]) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert parse_grid("-1,0.5", [9.0]) == [-1.0, 0.5]
+    assert parse_grid(None, [9.0]) == [9.0]
+    for bad in ("a,b", "0:1:0", "1:2"):
+        with pytest.raises(ValueError, match="bad grid"):
+            parse_grid(bad, [])
+
+
+def test_bundled_model_ships_its_lm_and_tuned_settings():
+    """`asr transcribe --decoder beam FILE` needs nothing else: the settings name a loadable LM."""
+    settings = load_decode_settings(DEFAULT_MODEL)
+    assert settings.lm is not None and Path(settings.lm).parent == DEFAULT_MODEL.parent
+    lm = load_arpa(settings.lm)
+    assert lm.order >= 3 and "ENTER" in lm.word_to_id and "SEVEN" in lm.word_to_id
+    tuned = settings.tuned
+    assert "dev_tune" in tuned["manifest"]  # tuned on the tuning half of the AN4 dev speakers only
+    assert tuned["wer"] <= tuned["greedy_wer"]
+    assert settings.alpha in tuned["alphas"] and settings.beta in tuned["betas"]
+
+
+@pytest.fixture()
+def tuned_model(capsys, overfit_model, tmp_path) -> Path:
+    """A copy of the overfit model with an LM over the clips' transcripts, tuned on the clips by `asr tune`."""
+    model = tmp_path / "am.pt"
+    shutil.copy(overfit_model, model)
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(u.text for u in UTTS.values()) + "\n")
+    code, _, err = run_cli(capsys, "lm", "build", "--order", "2", "--text", text, "-o", tmp_path / "lm.arpa.gz")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "tune", "--model", model, "--manifest", MANIFEST, "--lm", tmp_path / "lm.arpa.gz",
+                             "--beam", "4", "--alphas", "0,0.5", "--betas", "0,1", "--show", "4")
+    assert code == 0, err
+    assert len([line for line in out.splitlines() if line.startswith("alpha")]) == 4  # the whole 2 x 2 grid
+    assert out.splitlines()[-1].startswith("best: alpha") and str(settings_path(model)) in out
+    return model
+
+
+def test_tune_writes_settings_that_beam_decoding_then_uses(capsys, tuned_model):
+    settings = load_decode_settings(tuned_model)
+    assert settings.lm == str(tuned_model.parent.resolve() / "lm.arpa.gz")
+    assert settings.beam == 4 and settings.alpha in (0.0, 0.5) and settings.beta in (0.0, 1.0)
+    assert settings.tuned["utterances"] == len(UTTS)
+    assert settings.tuned["wer"] <= settings.tuned["greedy_wer"]
+
+    # `asr decode --decoder beam` with no LM flags reproduces the tuned WER with the stored settings.
+    code, out, err = run_cli(capsys, "decode", "--model", tuned_model, "--manifest", MANIFEST, "--decoder", "beam")
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith(f"WER {settings.tuned['wer']:.2f}%")
+
+    # Beam decoding fills word times and confidences in jsonl just like greedy decoding.
+    code, out, err = run_cli(capsys, "transcribe", "--model", tuned_model, "--decoder", "beam", "--format", "jsonl",
+                             CLIP)
+    assert code == 0, err
+    obj = json.loads(out)
+    check_transcript(obj, UTTS[CLIP.name].text)
+    assert obj["words"] and all(0.0 < w["conf"] <= 1.0 for w in obj["words"])
+
+
+def test_lm_none_and_a_missing_lm(capsys, tuned_model, tmp_path):
+    code, out, err = run_cli(capsys, "transcribe", "--model", tuned_model, "--decoder", "beam", "--lm", "none", CLIP)
+    assert code == 0, err
+    assert out.split("\t")[1].strip()
+    code, out, err = run_cli(capsys, "transcribe", "--model", tuned_model, "--decoder", "beam", "--lm",
+                             tmp_path / "nope.arpa", CLIP)
+    assert code == 1 and out == ""
+    assert err.strip() == f"asr: error: {tmp_path / 'nope.arpa'}: language model file not found"
+
+
+def test_tune_rejects_a_bad_grid_in_one_line(capsys, overfit_model, tmp_path):
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("")
+    code, _, err = run_cli(capsys, "tune", "--model", overfit_model, "--manifest", MANIFEST, "--lm", lm,
+                           "--alphas", "x")
+    assert code == 1 and err.count("\n") == 1 and "bad grid 'x'" in err
