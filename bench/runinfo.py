@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
+
+from asr.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,24 +24,20 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout, or "uncommitted" when git cannot tell."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
+    """Short commit of the checkout (`+modified` when tracked files differ from it), or "uncommitted"."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
         return "uncommitted"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
+    return commit + ("+modified" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write `data` as JSON via a temporary file and rename, so a crash leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data` as indented JSON atomically (a crash leaves no half file)."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
