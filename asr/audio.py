@@ -1,11 +1,14 @@
 """Audio loading: any libsndfile-readable file → float32 mono at 16 kHz.
 
-Constants of the front end live here so every module agrees on them.
+Constants of the front end live here so every module agrees on them. `stream_audio` reads a
+file in bounded blocks (long recordings never sit in memory whole); `load_audio` is the same
+stream joined into one array, so both give identical samples.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,9 @@ N_MELS = 80
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif", ".au", ".w64", ".caf"}
 )
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000  # outside this a header is corrupt, not exotic
+BLOCK_SECONDS = 10.0  # stream_audio reads this much audio per block ...
+BLOCK_MAX_VALUES = 1 << 21  # ... but never more than this many samples over all channels (8 MiB float32)
 
 
 class AudioError(ValueError):
@@ -35,13 +41,14 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read `path` into a float32 mono signal at `sample_rate`, shape (N,), values in [-1, 1].
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (libsndfile errors can span several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
-    Multi-channel audio is averaged; other rates are resampled with soxr.
-    Raises AudioError (naming the file) for missing, empty, unreadable, non-finite or silent-length input.
-    """
-    path = Path(path)
+
+def _open(path: Path) -> sf.SoundFile:
+    """Open `path` for reading after the checks that give a clearer message than libsndfile."""
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
@@ -49,16 +56,79 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes)")
     try:
-        data, orig_sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+        handle = sf.SoundFile(str(path))
     except Exception as exc:  # libsndfile raises LibsndfileError / RuntimeError / TypeError
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: contains no audio samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (N,)
-    if not np.all(np.isfinite(mono)):
-        raise AudioError(f"{path}: contains NaN or infinite samples")
-    return resample(mono, int(orig_sr), sample_rate)
+        raise AudioError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    if not MIN_SAMPLE_RATE <= handle.samplerate <= MAX_SAMPLE_RATE or handle.channels < 1:
+        handle.close()
+        raise AudioError(f"{path}: implausible header ({handle.samplerate} Hz, {handle.channels} channels)")
+    return handle
+
+
+def native_sample_rate(path: str | os.PathLike) -> int:
+    """The file's own sample rate (AudioError if it cannot be opened)."""
+    with _open(Path(path)) as handle:
+        return int(handle.samplerate)
+
+
+def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
+                 block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Yield `path` as consecutive float32 mono blocks at `sample_rate`, each (n_i,), n_i ≥ 1.
+
+    Memory stays bounded whatever the file's length: one block of the file plus the resampler's
+    state. Channels are averaged; other rates are resampled with soxr HQ (the same samples as
+    one-shot `soxr.resample`). Raises AudioError naming the file for a missing, empty,
+    unreadable, truncated or corrupt file, for NaN/inf samples and for a file without samples;
+    blocks already yielded stay valid, so callers decide what a late error means.
+    """
+    path = Path(path)
+    with _open(path) as handle:
+        orig_sr, channels = int(handle.samplerate), int(handle.channels)
+        frames_per_block = max(1, min(int(block_seconds * orig_sr), BLOCK_MAX_VALUES // channels))
+        resampler = None
+        if orig_sr != sample_rate:
+            import soxr  # installed with librosa
+
+            resampler = soxr.ResampleStream(orig_sr, sample_rate, 1, dtype="float32", quality="HQ")
+        position = produced = 0  # frames read so far (file rate), samples yielded (target rate)
+        while True:
+            try:
+                data = handle.read(frames_per_block, dtype="float32", always_2d=True)  # (n, C)
+            except Exception as exc:
+                raise AudioError(f"{path}: truncated or corrupt ({_reason(exc)}); "
+                                 f"{position / orig_sr:.2f} s decoded before the error") from None
+            last = len(data) < frames_per_block
+            if len(data):
+                mono = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]  # (n,)
+                finite = np.isfinite(mono)
+                if not finite.all():
+                    at = (position + int(np.argmin(finite))) / orig_sr
+                    raise AudioError(f"{path}: contains NaN or infinite samples (first at {at:.2f} s)")
+                position += len(data)
+            else:
+                mono = np.zeros(0, dtype=np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if len(mono):
+                produced += len(mono)
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                break
+        if position == 0:
+            raise AudioError(f"{path}: contains no audio samples")
+        if produced == 0:
+            raise AudioError(f"{path}: too short ({position} samples at {orig_sr} Hz, none left at {sample_rate} Hz)")
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read `path` into a float32 mono signal at `sample_rate`, shape (N,), N ≥ 1.
+
+    Integer formats give values in [-1, 1); float files are passed through unscaled.
+    Multi-channel audio is averaged; other rates are resampled with soxr.
+    Raises AudioError (naming the file) for missing, empty, unreadable, non-finite or sample-less input.
+    """
+    blocks = list(stream_audio(path, sample_rate))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def find_audio_files(paths: list[str | os.PathLike]) -> list[Path]:

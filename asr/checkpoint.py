@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from asr.model import BiLSTMCTC, ModelConfig
 from asr.text import CharTokenizer
 
 FORMAT = "asr-checkpoint-v1"
+REQUIRED_KEYS = {"model_config": dict, "state_dict": dict, "tokenizer": dict, "feature_config": dict, "info": dict}
 
 
 class CheckpointError(ValueError):
@@ -68,11 +70,29 @@ def build_state(model: BiLSTMCTC, tokenizer: CharTokenizer, feature_config: Feat
     return state
 
 
+def verify_archive(path: Path) -> None:
+    """Check the CRC-32 of every member of a zip-format checkpoint (torch.load does not).
+
+    A flipped bit inside the weights otherwise loads silently as a slightly different model.
+    Files that are not zip archives are left to torch.load to reject.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({str(exc)[:200]})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupted checkpoint (checksum mismatch in {bad.split('/')[-1]!r})")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load the raw dictionary safely, turning every failure into a one-line CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    verify_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -80,21 +100,46 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an asr checkpoint (missing format tag {FORMAT!r})")
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"{path}: incomplete checkpoint ({key!r} missing or not a {kind.__name__})")
     return state
+
+
+def training_state(state: dict, path: Path | str) -> dict:
+    """The optimiser/scheduler state stored for `--resume`; CheckpointError if absent or malformed."""
+    training = state.get("training_state")
+    if not isinstance(training, dict) or not all(isinstance(training.get(k), dict) for k in ("optimizer", "scheduler")):
+        raise CheckpointError(f"{path}: has no training state to resume from (an exported or averaged model?)")
+    info = state["info"]
+    try:
+        int(info["epoch"]), int(info["step"]), float(info["best_wer"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: training info (epoch, step, best_wer) missing or malformed") from None
+    return training
 
 
 def model_from_state(state: dict, path: Path | str = "<memory>") -> LoadedModel:
     """Rebuild the model (float32, eval mode) from a checkpoint dictionary."""
-    config = ModelConfig.from_dict(state["model_config"])
-    model = BiLSTMCTC(config)
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    try:
+        config = ModelConfig.from_dict(state["model_config"])
+        model = BiLSTMCTC(config)
+        tokenizer = CharTokenizer.from_dict(state["tokenizer"])
+        feature_config = FeatureConfig(**state["feature_config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed model description ({type(exc).__name__}: {str(exc)[:150]})") from None
+    weights = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+               for k, v in state["state_dict"].items()}
     try:
         model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({reason})") from None
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights in {bad[0]} (a diverged training run?)")
     model.eval()
-    return LoadedModel(model, CharTokenizer.from_dict(state["tokenizer"]), FeatureConfig(**state["feature_config"]),
-                       state.get("info", {}), Path(path))
+    return LoadedModel(model, tokenizer, feature_config, state.get("info", {}), Path(path))
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:

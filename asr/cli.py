@@ -178,6 +178,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             error(str(exc))
             failed += 1
     extension = {"text": "txt", "jsonl": "json", "srt": "srt"}[args.format]
+    if args.output_dir:
+        try:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{args.output_dir}: cannot create the output folder ({exc.strerror or exc})") from None
     written: set[Path] = set()
     for result in transcriber.transcribe_files(paths, with_words=args.format != "text"):
         if isinstance(result, Exception):
@@ -191,7 +196,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 error(f"{result.path}: output {target} was already written for another input with the same name")
                 failed += 1
                 continue
-            atomic_write_text(target, rendered)
+            try:
+                atomic_write_text(target, rendered)
+            except OSError as exc:
+                error(f"{target}: cannot write ({exc.strerror or exc})")
+                failed += 1
+                continue
             written.add(target)
         else:
             sys.stdout.write(rendered)
@@ -314,6 +324,9 @@ def add_decoder_args(parser: argparse.ArgumentParser) -> None:
     beam.add_argument("--beta", type=float, help="word insertion bonus (default: tuned value, else 1.0)")
     beam.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=None,
                       help="only output words in the LM's vocabulary (default: tuned value, else off)")
+    from asr.hybrid.options import add_hybrid_args
+
+    add_hybrid_args(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that register more sub-commands through `add_parsers(subparsers)`.
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = ["asr.search.cli"]
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,8 +1,13 @@
-"""Datasets, length-bucketed batching and collation for CTC training."""
+"""Datasets, length-bucketed batching and collation for CTC training.
+
+Training reads either audio (`SpeechDataset` → `Example`: a waveform, features computed on the
+device) or precomputed log-mel from a feature cache (`asr.featcache.CachedFeatureDataset` →
+`FeatureExample`). `collate` turns a list of either kind into a `Batch`; a batch of cached
+features carries `feats`/`feat_lengths` and an empty `waves`.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,19 +31,38 @@ class Example:
 
 
 @dataclass
+class FeatureExample:
+    """One training item read from a feature cache: raw log-mel frames (before CMVN) and targets."""
+
+    utt_id: str
+    feats: np.ndarray  # (T, n_mels) float16 or float32
+    targets: list[int]
+    num_samples: int  # length of the (speed-perturbed) audio the frames came from, at 16 kHz
+
+
+@dataclass
 class Batch:
-    """A padded batch ready for the front end."""
+    """A padded batch ready for the front end (waves) or, from a feature cache, past it (feats)."""
 
     utt_ids: list[str]
-    waves: torch.Tensor  # (B, N_max)
-    wave_lengths: torch.Tensor  # (B,)
+    waves: torch.Tensor  # (B, N_max); (B, 0) when `feats` is given
+    wave_lengths: torch.Tensor  # (B,) samples at 16 kHz (also for cached features: the audio they stand for)
     targets: torch.Tensor  # (sum L,) concatenated
     target_lengths: torch.Tensor  # (B,)
     cutoff_hz: torch.Tensor  # (B,) 0 = full band
+    feats: torch.Tensor | None = None  # (B, T_max, n_mels) raw log-mel, padded frames 0
+    feat_lengths: torch.Tensor | None = None  # (B,) frames
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.utt_ids, self.waves.to(device), self.wave_lengths.to(device), self.targets.to(device),
-                     self.target_lengths.to(device), self.cutoff_hz.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(self.utt_ids, move(self.waves), move(self.wave_lengths), move(self.targets),
+                     move(self.target_lengths), move(self.cutoff_hz), move(self.feats), move(self.feat_lengths))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, so `to(cuda, non_blocking=True)` overlaps with compute (DataLoader hook)."""
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return Batch(self.utt_ids, pin(self.waves), pin(self.wave_lengths), pin(self.targets), pin(self.target_lengths),
+                     pin(self.cutoff_hz), pin(self.feats), pin(self.feat_lengths))
 
 
 class SpeechDataset(Dataset):
@@ -93,8 +117,10 @@ class SpeechDataset(Dataset):
         return Example(utt.utt_id, wave, self.targets[index], cutoff)
 
 
-def collate(examples: list[Example]) -> Batch:
-    """Pad waveforms and concatenate targets."""
+def collate(examples: list[Example] | list[FeatureExample]) -> Batch:
+    """Pad waveforms (or cached features) and concatenate targets."""
+    if examples and isinstance(examples[0], FeatureExample):
+        return collate_features(examples)
     wave_lengths = torch.tensor([len(e.wave) for e in examples], dtype=torch.long)
     waves = torch.zeros(len(examples), int(wave_lengths.max()))
     for i, e in enumerate(examples):
@@ -105,12 +131,30 @@ def collate(examples: list[Example]) -> Batch:
     return Batch([e.utt_id for e in examples], waves, wave_lengths, targets, target_lengths, cutoff)
 
 
-class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of similar duration whose padded size stays under `max_batch_seconds`.
+def collate_features(examples: list[FeatureExample]) -> Batch:
+    """Pad cached log-mel frames into (B, T_max, D) float32 and concatenate targets."""
+    feat_lengths = torch.tensor([len(e.feats) for e in examples], dtype=torch.long)
+    dim = examples[0].feats.shape[1]
+    feats = torch.zeros(len(examples), int(feat_lengths.max()), dim)
+    for i, e in enumerate(examples):
+        feats[i, : len(e.feats)] = torch.from_numpy(np.asarray(e.feats, dtype=np.float32))
+    targets = torch.tensor([t for e in examples for t in e.targets], dtype=torch.long)
+    target_lengths = torch.tensor([len(e.targets) for e in examples], dtype=torch.long)
+    wave_lengths = torch.tensor([e.num_samples for e in examples], dtype=torch.long)
+    return Batch([e.utt_id for e in examples], torch.zeros(len(examples), 0), wave_lengths, targets, target_lengths,
+                 torch.zeros(len(examples)), feats, feat_lengths)
 
-    Utterances are sorted by duration and cut into batches; the batch order is shuffled per epoch
-    (seeded by `seed + epoch`). With `num_replicas > 1` each rank takes every n-th batch, so DDP
-    ranks see disjoint data and the same number of batches.
+
+class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of similar duration whose padded size stays under `max_batch_seconds` per replica.
+
+    Utterances are sorted by duration and cut into *global* batches; the batch order is shuffled
+    per epoch (seeded by `seed + epoch`, the same on every rank). With `num_replicas = W > 1`
+    (DDP) a global batch holds up to W × `max_batch_seconds` and W × `max_batch_size`, at least
+    W utterances, and rank r takes its items r, r+W, … (sorted by duration, so every rank gets a
+    nearly equal share of similar lengths). All ranks therefore run the same number of steps, and
+    one step of W ranks trains on exactly the batch a single process gets with
+    `max_batch_seconds × W` — which is what makes DDP and single-process training equivalent.
     """
 
     def __init__(self, durations: list[float], max_batch_seconds: float, max_batch_size: int = 64,
@@ -126,17 +170,25 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.batches = self._make_batches()
 
     def _make_batches(self) -> list[list[int]]:
+        """Global batches of indices, each sorted by duration (ascending)."""
+        replicas = self.num_replicas
+        if len(self.durations) < replicas:
+            raise ValueError(f"{len(self.durations)} utterances cannot feed {replicas} DDP ranks")
+        limit_s, limit_n = self.max_batch_seconds * replicas, self.max_batch_size * replicas
         order = sorted(range(len(self.durations)), key=lambda i: self.durations[i])
         batches: list[list[int]] = []
         current: list[int] = []
         for index in order:
             longest = self.durations[index]  # sorted ascending, so the newest item is the longest
-            if current and (longest * (len(current) + 1) > self.max_batch_seconds or len(current) >= self.max_batch_size):
+            full = longest * (len(current) + 1) > limit_s or len(current) >= limit_n
+            if full and len(current) >= replicas:
                 batches.append(current)
                 current = []
             current.append(index)
-        if current:
+        if len(current) >= replicas or not batches:
             batches.append(current)
+        else:  # too few left for every rank: the longest batch takes them
+            batches[-1].extend(current)
         return batches
 
     def set_epoch(self, epoch: int) -> None:
@@ -146,10 +198,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         order = list(range(len(self.batches)))
         if self.shuffle:
             order = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        per_rank = math.ceil(len(order) / self.num_replicas)
-        order = (order * 2)[: per_rank * self.num_replicas]  # pad by wrapping so ranks stay in step
-        for position in order[self.rank :: self.num_replicas]:
-            yield self.batches[position]
+        for position in order:
+            yield self.batches[position][self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.batches) / self.num_replicas)
+        return len(self.batches)

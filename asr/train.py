@@ -1,9 +1,16 @@
-"""Training loop for the BiLSTM-CTC model: single process or torchrun DDP, exact resume.
+"""Training loop for the BiLSTM-CTC model: single process or torchrun DDP, exact resume, audio or feature cache.
 
 `asr train --config conf.yaml [--resume]`. The config's sections are `data`, `model`, `augment`
 and `optim` (see recipes/*/conf/*.yaml). Each epoch writes `epoch{N}.pt` and `last.pt`
 atomically, `best.pt` when the dev WER improves, a line of `metrics.jsonl` and `curve.png`;
 the run ends by averaging the last `average_last` epochs into `avg.pt`.
+
+Several GPUs or nodes: `torchrun --nproc_per_node N -m asr train --config conf.yaml [--resume]`.
+Every rank trains on its share of each global batch (`asr.data.BucketBatchSampler`), the loss is
+normalised by the global batch's tokens and CMVN statistics are all-reduced, so N ranks train like
+one process with N × `max_batch_seconds`; rank 0 alone writes checkpoints, metrics and logs.
+With `data.feature_cache` (folders from `python -m asr.featcache build`) training reads
+precomputed log-mel instead of decoding audio; SpecAugment applies either way.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import AugmentConfig, spec_augment
-from asr.checkpoint import atomic_torch_save, average_checkpoints, build_state, model_from_state, read_checkpoint
+from asr.checkpoint import (atomic_torch_save, average_checkpoints, build_state, model_from_state, read_checkpoint,
+                            training_state)
 from asr.data import Batch, BucketBatchSampler, SpeechDataset, collate
+from asr.featcache import CachedFeatureDataset, FeatureCache, FeatureCacheError
 from asr.decoding.greedy import greedy_decode
 from asr.features import FeatureConfig, LogMel, accumulate_stats
 from asr.manifest import Utterance, read_manifest
@@ -72,6 +81,15 @@ class DataConfig:
     max_duration: float = 30.0
     cache_audio: bool = True
     num_workers: int = 0
+    # precomputed log-mel (asr.featcache folders) holding the train utterances; empty = read audio
+    feature_cache: list[str] = field(default_factory=list)
+    dev_cache: dict[str, str] = field(default_factory=dict)  # dev name → feature cache folder
+    cmvn_max_utterances: int = 0  # CMVN statistics from an evenly spaced subset (0 = all utterances)
+    pin_memory: bool = True  # page-locked batches and asynchronous copies on CUDA
+
+    def __post_init__(self) -> None:
+        if isinstance(self.feature_cache, str):
+            self.feature_cache = [self.feature_cache] if self.feature_cache else []
 
 
 @dataclass
@@ -138,6 +156,35 @@ def load_utterances(manifests: list[str], max_duration: float, tokenizer: CharTo
     return kept, dropped
 
 
+def forget_unfinished_epochs(out_dir: Path, epoch: int) -> None:
+    """After a crash: drop metrics rows of epochs after `epoch` (last.pt) and temporary files of killed saves.
+
+    A run killed between writing an epoch's metrics row and its last.pt would otherwise log that
+    epoch twice once resumed.
+    """
+    for tmp in out_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    metrics = out_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return
+    lines = metrics.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the kill
+        if not isinstance(row, dict):
+            continue
+        if row.get("kind") == "average" or (row.get("kind") == "epoch" and int(row.get("epoch", 0)) > epoch):
+            continue  # written again when the resumed run gets there
+        kept.append(line)
+    if kept != lines:
+        tmp = metrics.with_name(f".{metrics.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, metrics)
+
+
 def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
     """Linear warm-up then cosine decay to `final_ratio`; a multiplier of the base LR."""
     if step < warmup:
@@ -147,25 +194,43 @@ def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
 
 
 @torch.no_grad()
-def compute_cmvn(model: BiLSTMCTC, dataset: SpeechDataset, frontend: LogMel, device: torch.device,
-                 batch_size: int = 16) -> None:
-    """Global mean/variance of un-augmented training features into `model.cmvn`."""
-    total = total_sq = None
-    count = 0
-    for start in range(0, len(dataset), batch_size):
-        indices = range(start, min(len(dataset), start + batch_size))
-        batch = collate([dataset.plain_example(i) for i in indices]).to(device)
-        feats, lengths = frontend(batch.waves, batch.wave_lengths, batch.cutoff_hz)
+def compute_cmvn(model: BiLSTMCTC, dataset: SpeechDataset | CachedFeatureDataset, frontend: LogMel,
+                 device: torch.device, batch_size: int = 16, rank: int = 0, world_size: int = 1,
+                 max_utterances: int = 0) -> None:
+    """Global mean/variance of un-augmented training features into `model.cmvn`.
+
+    `max_utterances > 0` uses an evenly spaced subset. Under DDP each rank reads every
+    `world_size`-th batch and the float64 sums are all-reduced, so every rank ends with the same
+    statistics as one process reading everything.
+    """
+    indices = np.arange(len(dataset))
+    if 0 < max_utterances < len(indices):
+        indices = np.unique(np.linspace(0, len(dataset) - 1, max_utterances).round().astype(np.int64))
+    dim = model.cmvn.mean.numel()
+    stats = torch.zeros(2 * dim + 1, dtype=torch.float64, device=device)  # sums, sums of squares, count
+    starts = list(range(0, len(indices), batch_size))
+    for start in starts[rank::world_size]:
+        batch = collate([dataset.plain_example(int(i)) for i in indices[start : start + batch_size]]).to(device)
+        feats, lengths = frontend_features(frontend, batch)
         s, sq, n = accumulate_stats(feats, lengths)
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += n
-    model.cmvn.set_stats(total.float(), total_sq.float(), count)
+        stats[:dim] += s
+        stats[dim : 2 * dim] += sq
+        stats[-1] += n
+    if world_size > 1:
+        torch.distributed.all_reduce(stats)
+    model.cmvn.set_stats(stats[:dim].float(), stats[dim : 2 * dim].float(), int(stats[-1]))
+
+
+def frontend_features(frontend: LogMel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw log-mel (B, T, D) and frame lengths (B,): from the cache when the batch carries them, else LogMel."""
+    if batch.feats is not None:
+        return batch.feats, batch.feat_lengths
+    return frontend(batch.waves, batch.wave_lengths, batch.cutoff_hz)
 
 
 def features(model: BiLSTMCTC, frontend: LogMel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Waveform batch → normalised features (B, T, D) and frame lengths (B,)."""
-    feats, lengths = frontend(batch.waves, batch.wave_lengths, batch.cutoff_hz)
+    """Waveform (or cached-feature) batch → normalised features (B, T, D) and frame lengths (B,)."""
+    feats, lengths = frontend_features(frontend, batch)
     return model.cmvn(feats, lengths), lengths
 
 
@@ -233,12 +298,15 @@ class Trainer:
     def __init__(self, config: TrainConfig, device: str | None = None) -> None:
         self.config = config
         self.rank, self.world_size, local_rank = distributed_context()
-        if self.world_size > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch.distributed.init_process_group(backend)
         if device is None:
             device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        self.owns_process_group = False
+        if self.world_size > 1 and not torch.distributed.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.owns_process_group = True
         self.out_dir = Path(config.out_dir)
         self.tokenizer = CharTokenizer()
         config.model.vocab_size = self.tokenizer.vocab_size
@@ -250,13 +318,18 @@ class Trainer:
         if not train_utts:
             raise TrainingDataError("no usable training utterances in " + ", ".join(config.data.train))
         self.dropped = dropped
-        self.train_set = SpeechDataset(train_utts, self.tokenizer, config.augment, config.data.cache_audio, config.seed)
+        self.train_set = self._dataset(train_utts, config.data.feature_cache, config.augment)
         self.sampler = BucketBatchSampler([u.duration_s for u in train_utts], config.data.max_batch_seconds,
                                           config.data.max_batch_size, shuffle=True, seed=config.seed,
                                           num_replicas=self.world_size, rank=self.rank)
+        self.pin_memory = config.data.pin_memory and self.device.type == "cuda"
+        workers = config.data.num_workers
         self.train_loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate,
-                                       num_workers=config.data.num_workers)
-        self.dev_loaders = {name: self._dev_loader(path) for name, path in config.data.dev.items()}
+                                       num_workers=workers, pin_memory=self.pin_memory,
+                                       prefetch_factor=4 if workers > 0 else None)  # not persistent: workers
+        # are started per epoch so they see the dataset's set_epoch (augmentation is seeded by epoch)
+        self.dev_loaders = {name: self._dev_loader(path, config.data.dev_cache.get(name))
+                            for name, path in config.data.dev.items()}
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optim.lr,
                                            weight_decay=config.optim.weight_decay)
         total_steps = config.optim.epochs * len(self.sampler)
@@ -271,10 +344,24 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
-    def _dev_loader(self, manifest: str) -> DataLoader:
+    def _dataset(self, utts: list[Utterance], cache_folders: list[str] | str | None,
+                 augment: AugmentConfig | None) -> SpeechDataset | CachedFeatureDataset:
+        """Audio-backed dataset, or one reading a feature cache when folders are given."""
+        if not cache_folders:
+            return SpeechDataset(utts, self.tokenizer, augment, self.config.data.cache_audio, self.config.seed)
+        try:
+            cache = FeatureCache([cache_folders] if isinstance(cache_folders, str) else cache_folders)
+            if cache.feature_config != self.frontend.config:
+                raise FeatureCacheError(f"{cache_folders}: cached with {cache.feature_config}, the model uses "
+                                        f"{self.frontend.config}")
+            return CachedFeatureDataset(utts, self.tokenizer, cache, augment, self.config.seed)
+        except FeatureCacheError as exc:
+            raise TrainingDataError(str(exc)) from None
+
+    def _dev_loader(self, manifest: str, cache_folder: str | None = None) -> DataLoader:
         utts, _ = load_utterances([manifest], self.config.data.max_duration, self.tokenizer,
                                   self.config.model.subsampling)
-        dataset = SpeechDataset(utts, self.tokenizer, None, self.config.data.cache_audio, self.config.seed)
+        dataset = self._dataset(utts, cache_folder, None)
         sampler = BucketBatchSampler([u.duration_s for u in utts], self.config.data.max_batch_seconds,
                                      self.config.data.max_batch_size, shuffle=False)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
@@ -304,13 +391,15 @@ class Trainer:
         if not path.exists():
             return False
         state = read_checkpoint(path)
+        saved = training_state(state, path)  # CheckpointError if last.pt cannot be resumed from
         self.model.load_state_dict(model_from_state(state, path).model.state_dict())
-        self.optimizer.load_state_dict(state["training_state"]["optimizer"])
-        self.scheduler.load_state_dict(state["training_state"]["scheduler"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
         self.epoch = int(state["info"]["epoch"])
         self.step = int(state["info"]["step"])
         self.best_wer = float(state["info"]["best_wer"])
         if self.is_main:
+            forget_unfinished_epochs(self.out_dir, self.epoch)
             log(f"resumed from {path} after epoch {self.epoch}")
         return True
 
@@ -334,8 +423,8 @@ class Trainer:
         start = time.time()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}", disable=not self.is_main, leave=False,
                    dynamic_ncols=True)
-        for batch in bar:
-            batch = batch.to(self.device)
+        for host_batch in bar:
+            batch = host_batch.to(self.device, non_blocking=self.pin_memory)
             with torch.no_grad():
                 feats, lengths = features(self.model, self.frontend, batch)
                 if self.config.augment.enabled:
@@ -344,12 +433,15 @@ class Trainer:
                 log_probs, out_lengths = self.ddp_model(feats, lengths)
             loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1).float(), batch.targets, out_lengths,
                                                 batch.target_lengths, zero_infinity=True, reduction="sum")
-            n_tokens = int(batch.target_lengths.sum())
-            if not torch.isfinite(loss):
+            n_tokens = int(host_batch.target_lengths.sum())
+            global_tokens, finite = self.reduce_step(n_tokens, loss)
+            if not finite:
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 continue
-            (loss / n_tokens).backward()
+            # DDP averages gradients over ranks, so × world size / global tokens = the gradient of
+            # (sum of every rank's loss) / (all tokens of the global batch), as in one process.
+            (loss * (self.world_size / global_tokens)).backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -357,9 +449,25 @@ class Trainer:
             self.step += 1
             loss_sum += loss.item()
             tokens += n_tokens
-            audio_s += float(batch.wave_lengths.sum()) / 16000
+            audio_s += float(host_batch.wave_lengths.sum()) / 16000
             bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", audio_x=f"{audio_s / (time.time() - start):.0f}")
+        if self.world_size > 1:  # the epoch's loss over all ranks' tokens
+            totals = torch.tensor([loss_sum, float(tokens)], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, tokens = float(totals[0]), int(totals[1])
         return loss_sum / max(1, tokens), skipped
+
+    def reduce_step(self, n_tokens: int, loss: torch.Tensor) -> tuple[int, bool]:
+        """(target tokens of the global batch, whether every rank's loss is finite) for one step.
+
+        Under DDP this is one all-reduce, so all ranks skip a batch together (a rank that skipped
+        alone would leave the others waiting in the gradient all-reduce).
+        """
+        if self.world_size == 1:
+            return n_tokens, bool(torch.isfinite(loss))
+        both = torch.stack([torch.tensor(float(n_tokens), device=loss.device), torch.isfinite(loss).float()])
+        torch.distributed.all_reduce(both)
+        return int(both[0]), int(both[1]) == self.world_size
 
     def run(self, stop_after_epochs: int | None = None) -> Path:
         """Train until `optim.epochs` (or `stop_after_epochs` more epochs); returns the final model path."""
@@ -368,7 +476,8 @@ class Trainer:
         if self.epoch == 0 and self.config.init_from:
             self.load_initial_weights(Path(self.config.init_from))
         elif self.epoch == 0:
-            compute_cmvn(self.model, self.train_set, self.frontend, self.device)
+            compute_cmvn(self.model, self.train_set, self.frontend, self.device, rank=self.rank,
+                         world_size=self.world_size, max_utterances=self.config.data.cmvn_max_utterances)
             if self.is_main:
                 log(f"{len(self.train_set)} training utterances; dropped {self.dropped}; "
                     f"{self.model.num_parameters() / 1e6:.2f} M parameters")
@@ -425,8 +534,16 @@ class Trainer:
 
 def train(config: TrainConfig, resume: bool = False, stop_after_epochs: int | None = None,
           device: str | None = None) -> Path:
-    """Train per `config`; with `resume`, continue from out_dir/last.pt."""
+    """Train per `config`; with `resume`, continue from out_dir/last.pt.
+
+    Under torchrun (RANK/WORLD_SIZE set) every rank calls this; rank 0 alone writes checkpoints,
+    metrics and logs, and the process group it opened is closed at the end.
+    """
     trainer = Trainer(config, device)
-    if resume:
-        trainer.resume()
-    return trainer.run(stop_after_epochs)
+    try:
+        if resume:
+            trainer.resume()
+        return trainer.run(stop_after_epochs)
+    finally:
+        if trainer.owns_process_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

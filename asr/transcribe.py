@@ -18,11 +18,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asr.audio import SAMPLE_RATE, AudioError, load_audio
+from asr.audio import SAMPLE_RATE, AudioError, stream_audio
 from asr.checkpoint import LoadedModel, load_model
 from asr.decoding.align import WordSpan, align_words
 from asr.decoding.greedy import greedy_decode
 from asr.features import LogMel, pad_waves
+from asr.segment import Piece, SegmentConfig, Segmenter, Span, stitch_words
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "model.pt"
@@ -91,7 +92,8 @@ class Transcriber:
     """A loaded acoustic model plus a decoder, with batching over files."""
 
     def __init__(self, loaded: LoadedModel, decoder: Decoder | None = None, device: str | None = None,
-                 max_batch_seconds: float = 120.0) -> None:
+                 max_batch_seconds: float = 120.0, segment_config: SegmentConfig | None = None,
+                 pool_seconds: float | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.loaded = loaded
         self.model = loaded.model.to(self.device).eval()
@@ -99,6 +101,8 @@ class Transcriber:
         self.frontend = LogMel(loaded.feature_config).to(self.device)
         self.decoder = decoder or GreedyDecoder(self.tokenizer)
         self.max_batch_seconds = max_batch_seconds
+        self.segment_config = segment_config or SegmentConfig()
+        self.pool_seconds = pool_seconds if pool_seconds is not None else 2 * max_batch_seconds
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, **kwargs) -> "Transcriber":
@@ -119,47 +123,119 @@ class Transcriber:
         log_probs, out_lengths = self.model(self.model.cmvn(feats, frames), frames)
         return log_probs.float().cpu(), out_lengths.cpu()
 
-    def transcribe_waves(self, waves: list[np.ndarray], names: list[str], cutoffs: list[float] | None = None,
-                         with_words: bool = True) -> list[Transcript]:
-        """Decode one batch of waveforms (names are reported as paths)."""
-        log_probs, lengths = self.log_probs(waves, cutoffs)
+    def decode_waves(self, waves: list[np.ndarray], cutoffs: list[float] | None = None,
+                     with_words: bool | list[bool] = True) -> list[tuple[str, list[WordSpan]]]:
+        """One batch of 16 kHz waveforms → (text, words relative to each wave) per wave."""
+        log_probs, lengths = self.log_probs(waves, cutoffs)  # (B, T', V), (B,)
         texts = self.decoder.decode(log_probs, lengths)
+        wanted = with_words if isinstance(with_words, list) else [with_words] * len(waves)
         results = []
         for i, text in enumerate(texts):
-            duration = len(waves[i]) / SAMPLE_RATE
             words = []
-            if with_words and text:
+            if wanted[i] and text:
                 words = align_words(log_probs[i, : lengths[i]], text, self.tokenizer, self.frame_shift_s)
-                words = clamp_words(words, duration)
-            results.append(Transcript(names[i], text, duration, words))
+                words = clamp_words(words, len(waves[i]) / SAMPLE_RATE)
+            results.append((text, words))
         return results
+
+    def transcribe_waves(self, waves: list[np.ndarray], names: list[str], cutoffs: list[float] | None = None,
+                         with_words: bool = True) -> list[Transcript]:
+        """Decode one batch of waveforms as they are, unsegmented (names are reported as paths)."""
+        decoded = self.decode_waves(waves, cutoffs, with_words)
+        return [Transcript(name, text, len(wave) / SAMPLE_RATE, words)
+                for name, wave, (text, words) in zip(names, waves, decoded)]
 
     def transcribe_files(self, paths: list[str | os.PathLike], with_words: bool = True
                          ) -> Iterator[Transcript | AudioError]:
-        """Yield a Transcript or an AudioError per path, in input order; bad files never stop the rest."""
-        loaded: list[tuple[int, np.ndarray, float]] = []
-        outcome: dict[int, Transcript | AudioError] = {}
-        for index, path in enumerate(paths):
-            try:
-                loaded.append((index, load_audio(path), band_cutoff(path)))
-            except AudioError as exc:
-                outcome[index] = exc
-        loaded.sort(key=lambda item: len(item[1]))
-        for batch in self._batches(loaded):
-            results = self.transcribe_waves([w for _, w, _ in batch], [str(paths[i]) for i, _, _ in batch],
-                                            [c for _, _, c in batch], with_words)
-            outcome.update({i: r for (i, _, _), r in zip(batch, results)})
-        for index in range(len(paths)):
-            yield outcome[index]
+        """Yield a Transcript or an AudioError per path, in input order; bad files never stop the rest.
 
-    def _batches(self, items: list[tuple[int, np.ndarray, float]]) -> Iterator[list[tuple[int, np.ndarray, float]]]:
-        """Group length-sorted items so that padded batch duration stays under max_batch_seconds."""
-        batch: list[tuple[int, np.ndarray, float]] = []
+        Files are read lazily as streams and cut into pieces (`asr.segment`): a file up to
+        `segment.whole_file_s` is one piece, a longer one is cut at pauses into pieces of at most
+        `segment.max_chunk_s`, silence is skipped. Pieces of consecutive files are pooled, sorted by
+        length and decoded in batches, so memory stays bounded by the pool (`pool_seconds` of audio)
+        whatever the number and length of the files.
+        """
+        jobs: dict[int, _FileJob] = {}
+        pool: list[tuple[_FileJob, int, Piece]] = []
+        pooled = 0  # samples in the pool
+        next_out = 0
+        for index, path in enumerate(paths):
+            job = jobs[index] = _FileJob(str(path))
+            try:
+                job.cutoff = band_cutoff(path)
+                for seq, piece in enumerate(self._pieces(path, job)):
+                    job.pending += 1
+                    pool.append((job, seq, piece))
+                    pooled += len(piece.wave)
+                    if pooled >= self.pool_seconds * SAMPLE_RATE:
+                        self._decode_pool(pool, with_words)
+                        pool, pooled = [], 0
+            except AudioError as exc:
+                job.error = exc
+                pool = [item for item in pool if item[0] is not job]
+                pooled = sum(len(p.wave) for _, _, p in pool)
+            job.reading = False
+            while next_out in jobs and jobs[next_out].done:
+                yield jobs.pop(next_out).result(with_words)
+                next_out += 1
+        self._decode_pool(pool, with_words)
+        while next_out in jobs:
+            yield jobs.pop(next_out).result(with_words)
+            next_out += 1
+
+    def _pieces(self, path: str | os.PathLike, job: "_FileJob") -> Iterator[Piece]:
+        """Stream `path` through the segmenter; the job learns the file's duration at the end."""
+        segmenter = Segmenter(self.segment_config)
+        for block in stream_audio(path):
+            yield from segmenter.feed(block)
+        job.duration = segmenter.total_samples / SAMPLE_RATE
+        yield from segmenter.finish()
+
+    def _decode_pool(self, pool: list[tuple["_FileJob", int, Piece]], with_words: bool) -> None:
+        """Decode pooled pieces in length-sorted batches of at most max_batch_seconds padded audio."""
+        pool = sorted(pool, key=lambda item: len(item[2].wave))
+        for batch in self._batches(pool):
+            decoded = self.decode_waves([p.wave for _, _, p in batch], [job.cutoff for job, _, _ in batch],
+                                        [with_words or p.overlaps for _, _, p in batch])
+            for (job, seq, piece), (text, words) in zip(batch, decoded):
+                job.parts[seq] = (piece.span, text, words)  # the samples are not kept
+                job.pending -= 1
+
+    def _batches(self, items: list) -> Iterator[list]:
+        """Group length-sorted (job, seq, piece) items so that padded batch duration stays under max_batch_seconds."""
+        batch: list = []
         for item in items:
-            longest = len(item[1]) / SAMPLE_RATE
+            longest = len(item[2].wave) / SAMPLE_RATE
             if batch and longest * (len(batch) + 1) > self.max_batch_seconds:
                 yield batch
                 batch = []
             batch.append(item)
         if batch:
             yield batch
+
+
+@dataclass
+class _FileJob:
+    """One input file on its way through `transcribe_files`."""
+
+    path: str
+    cutoff: float = 0.0
+    duration: float = 0.0
+    reading: bool = True
+    pending: int = 0  # pieces handed to the pool and not decoded yet
+    error: AudioError | None = None
+    parts: dict[int, tuple[Span, str, list[WordSpan]]] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not self.reading and (self.error is not None or self.pending == 0)
+
+    def result(self, with_words: bool) -> Transcript | AudioError:
+        """The file's transcript: its pieces' words on one timeline (or its error)."""
+        if self.error is not None:
+            return self.error
+        ordered = [self.parts[seq] for seq in sorted(self.parts)]
+        texts = [" ".join(w.word for w in stitch_words([(span, words)], self.duration)) if span.overlaps else text
+                 for span, text, words in ordered]  # an overlapping piece says only the words it keeps
+        words = stitch_words([(span, words) for span, _, words in ordered], self.duration) if with_words else []
+        return Transcript(self.path, " ".join(t for t in texts if t), self.duration, words)

@@ -5,6 +5,8 @@
   and leaves a `.complete` marker so a second call is a no-op.
 - `audio_info` / `audio_infos`: duration and sample rate from the file header (soundfile), the
   latter over several processes.
+- `parallel_map`: a function over many items in worker processes, in order, with a progress bar.
+- `combine_manifests`: several manifests into one (paths re-rooted, duplicate ids refused).
 - `speaker_split`: a deterministic, speaker-disjoint train/dev split.
 - `run_cli`: the shared `main()` wrapper: user errors become one line on stderr and exit code 1.
 """
@@ -25,11 +27,15 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import soundfile as sf
+from tqdm import tqdm
 
-from asr.manifest import ManifestError, Utterance
+from asr.manifest import ManifestError, Utterance, read_manifest, write_manifest
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +302,51 @@ def make_utterances(rows: Sequence[tuple[str, str, Path, str]], jobs: int = 1) -
         Utterance(utt_id, speaker, Path(path).resolve(), duration, rate, text)
         for (utt_id, speaker, path, text), (duration, rate) in zip(rows, infos)
     ]
+
+
+def parallel_map(function: Callable[[_In], _Out], items: Sequence[_In], jobs: int = 1, desc: str | None = None) -> list[_Out]:
+    """`[function(x) for x in items]`, spread over `jobs` worker processes, in input order.
+
+    `function` must be a module-level function (workers import it). A tqdm bar on stderr counts
+    finished items when `desc` is given. An exception in a worker is re-raised here unchanged, so
+    a DataPrepError naming a file still reads as one line.
+    """
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=desc is None, leave=False, dynamic_ncols=True)
+    try:
+        if jobs <= 1 or len(items) < 2:
+            results = []
+            for item in items:
+                results.append(function(item))
+                bar.update(1)
+            return results
+        with ProcessPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+            results = []
+            for result in pool.map(function, items, chunksize=max(1, len(items) // (jobs * 16))):
+                results.append(result)
+                bar.update(1)
+            return results
+    finally:
+        bar.close()
+
+
+def combine_manifests(manifests: Iterable[str | os.PathLike], out: str | os.PathLike) -> list[Utterance]:
+    """Write the utterances of several manifests, in order, into `out`; return them.
+
+    Audio paths are re-rooted so they stay valid relative to `out`. An utterance id present in
+    two inputs raises DataPrepError naming both files.
+    """
+    utterances: list[Utterance] = []
+    seen: dict[str, str] = {}
+    for manifest in manifests:
+        for utt in read_manifest(manifest):
+            if utt.utt_id in seen:
+                raise DataPrepError(f"{manifest}: utterance {utt.utt_id} is also in {seen[utt.utt_id]}")
+            seen[utt.utt_id] = str(manifest)
+            utterances.append(utt)
+    if not utterances:
+        raise DataPrepError(f"{out}: nothing to combine (no utterances in the input manifests)")
+    write_manifest(out, utterances)
+    return utterances
 
 
 # ------------------------------------------------------------------------------------------ split

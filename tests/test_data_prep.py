@@ -28,6 +28,7 @@ from data_prep.common import (
     DataPrepError,
     DownloadError,
     UnsafeArchiveError,
+    combine_manifests,
     download_file,
     safe_extract,
     speaker_split,
@@ -314,6 +315,77 @@ def test_librispeech_md5_table_is_complete() -> None:
         assert md5 is None or re.fullmatch(r"[0-9a-f]{32}", md5)
 
 
+# ------------------------------------------------------------- LibriSpeech LM resources (OpenSLR 11)
+
+
+TINY_ARPA = """\\data\\
+ngram 1=4
+
+\\1-grams:
+-0.60206 <s>
+-0.60206 </s>
+-0.60206 HELLO
+-0.60206 WORLD
+
+\\end\\
+"""
+
+
+def test_download_librispeech_lm_resumes_and_checks_md5(server: ServerState, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from asr.decoding.lm import load_arpa
+
+    arpa = gzip.compress(TINY_ARPA.encode())
+    vocab = b"HELLO\nWORLD\n"
+    server.files["/resources/11/3-gram.pruned.1e-7.arpa.gz"] = arpa
+    server.files["/resources/11/librispeech-vocab.txt"] = vocab
+    server.cuts = [len(arpa) // 2]
+    monkeypatch.setitem(librispeech.LIBRISPEECH_LM_FILES, "3-gram.pruned.1e-7.arpa.gz", _md5(arpa))
+    monkeypatch.setitem(librispeech.LIBRISPEECH_LM_FILES, "librispeech-vocab.txt", _md5(vocab))
+    monkeypatch.setattr("data_prep.common.time.sleep", lambda s: None)
+    files = ["3-gram.pruned.1e-7.arpa.gz", "librispeech-vocab.txt"]
+    paths = librispeech.download_librispeech_lm(tmp_path / "lm", files, mirror=f"{server.base_url}/resources/11")
+    assert server.requests[:2] == [("/resources/11/3-gram.pruned.1e-7.arpa.gz", None),
+                                   ("/resources/11/3-gram.pruned.1e-7.arpa.gz", f"bytes={len(arpa) // 2}-")]
+    assert paths["librispeech-vocab.txt"].read_bytes() == vocab
+    assert load_arpa(paths["3-gram.pruned.1e-7.arpa.gz"]).log10_prob("HELLO") == pytest.approx(-0.60206)
+
+    before = len(server.requests)
+    librispeech.download_librispeech_lm(tmp_path / "lm", files, mirror=f"{server.base_url}/resources/11")
+    assert len(server.requests) == before, "complete files with the right MD5 are not fetched again"
+
+    monkeypatch.setitem(librispeech.LIBRISPEECH_LM_FILES, "librispeech-lexicon.txt", "f" * 32)
+    server.files["/resources/11/librispeech-lexicon.txt"] = b"HELLO HH AH0 L OW1\n"
+    with pytest.raises(DownloadError, match="MD5 mismatch"):
+        librispeech.download_librispeech_lm(tmp_path / "lm", ["librispeech-lexicon.txt"],
+                                            mirror=f"{server.base_url}/resources/11")
+    assert not (tmp_path / "lm" / "librispeech-lexicon.txt").exists()
+
+
+def test_librispeech_lm_table_and_unknown_file(tmp_path: Path) -> None:
+    assert set(librispeech.DEFAULT_LM_FILES) <= set(librispeech.LIBRISPEECH_LM_FILES)
+    assert {"3-gram.arpa.gz", "4-gram.arpa.gz", "librispeech-vocab.txt", "librispeech-lexicon.txt"} <= set(
+        librispeech.LIBRISPEECH_LM_FILES)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in librispeech.LIBRISPEECH_LM_FILES.values())
+    with pytest.raises(DataPrepError, match="unknown LibriSpeech LM file"):
+        librispeech.download_librispeech_lm(tmp_path, ["5-gram.arpa.gz"])
+
+
+def test_lm_cli_downloads_only(server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server.files["/lm/librispeech-vocab.txt"] = b"A\n"
+    original = librispeech.LIBRISPEECH_LM_FILES["librispeech-vocab.txt"]
+    librispeech.LIBRISPEECH_LM_FILES["librispeech-vocab.txt"] = _md5(b"A\n")
+    try:
+        code = librispeech.main(["--lm-dir", str(tmp_path), "--lm-files", "librispeech-vocab.txt",
+                                 "--lm-mirror", f"{server.base_url}/lm"])
+    finally:
+        librispeech.LIBRISPEECH_LM_FILES["librispeech-vocab.txt"] = original
+    assert code == 0 and (tmp_path / "librispeech-vocab.txt").read_bytes() == b"A\n"
+    assert capsys.readouterr().out.startswith("librispeech-vocab.txt\t")
+
+
 # ---------------------------------------------------------------------- real corpora (shared data)
 
 
@@ -380,6 +452,40 @@ def test_prepare_librispeech_shared(shared_data: Path, tmp_path: Path) -> None:
 
     write_manifest(merged, [u for path in manifests.values() for u in read_manifest(path)])
     _assert_matches_reference(merged, shared_data / "librispeech" / "manifest.tsv")
+
+
+def test_prepare_librispeech_parallel_equals_serial_and_combines(shared_data: Path, tmp_path: Path) -> None:
+    serial = librispeech.prepare_librispeech(shared_data / "librispeech", tmp_path / "serial", ["test-other"], jobs=1)
+    parallel = librispeech.prepare_librispeech(shared_data / "librispeech", tmp_path / "par", ["test-other"], jobs=2)
+    assert serial["test-other"].read_text() == parallel["test-other"].read_text()
+    both = librispeech.prepare_librispeech(shared_data / "librispeech", tmp_path / "par", ["dev-clean", "test-other"])
+    combined = combine_manifests(both.values(), tmp_path / "elsewhere" / "train.tsv")
+    assert [u.utt_id for u in combined][:2] == list(DEV_CLEAN_UTTS) and len(combined) == 52
+    assert len(read_manifest(tmp_path / "elsewhere" / "train.tsv", check_audio=True)) == 52, "paths re-rooted"
+    with pytest.raises(DataPrepError, match="also in"):
+        combine_manifests([both["dev-clean"], both["dev-clean"]], tmp_path / "dup.tsv")
+
+
+def test_prepare_librispeech_reports_missing_audio_from_a_worker(shared_data: Path, tmp_path: Path) -> None:
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "2412" / "153948"
+    chapter.mkdir(parents=True)
+    source = shared_data / "librispeech" / "dev-clean" / "2412" / "153948"
+    shutil.copy(source / "2412-153948.trans.txt", chapter)
+    shutil.copy(source / f"{DEV_CLEAN_UTTS[0]}.flac", chapter)
+    shutil.copytree(shared_data / "librispeech" / "test-other" / "1688", chapter.parent.parent / "1688")  # a good one
+    with pytest.raises(DataPrepError, match=r"2412-153948.trans.txt: audio 2412-153948-0001.flac .* is missing"):
+        librispeech.prepare_librispeech(tmp_path, tmp_path / "out", jobs=2)
+
+
+def test_download_only_cli(server: ServerState, fake_librispeech_tar: Path, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    data = fake_librispeech_tar.read_bytes()
+    server.files["/12/dev-clean.tar.gz"] = data
+    monkeypatch.setitem(librispeech.LIBRISPEECH_PARTS, "dev-clean", ("unused", _md5(data)))
+    code = librispeech.main(["--download", str(tmp_path / "dl"), "--parts", "dev-clean",
+                             "--mirror", f"{server.base_url}/12"])
+    assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "dl" / "LibriSpeech")
+    assert (tmp_path / "dl" / "LibriSpeech" / "dev-clean" / "2412" / "153948" / f"{DEV_CLEAN_UTTS[1]}.flac").is_file()
 
 
 def test_prepare_librispeech_missing_part(shared_data: Path, tmp_path: Path) -> None:

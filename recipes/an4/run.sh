@@ -7,10 +7,12 @@
 #   stage 2  speaker-disjoint split: the 7 dev speakers below → EXP/data/{train,dev}.tsv
 #   stage 3  train (conf/train.yaml; resumes from EXP/train/last.pt)
 #   stage 4  greedy decode of the dev split with the averaged model → EXP/decode_greedy/wer.json
+#   stage 5  hybrid HMM/Viterbi: word 3-gram LM from the training transcripts, state head on the
+#            frozen encoder (conf/hybrid.yaml) → EXP/hybrid/hybrid.npz, hybrid decode of the dev split
 # DATA defaults to ../shared/data (which holds the an4/ folder); run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-stage=0; stop_stage=4
+stage=0; stop_stage=5
 data=../shared/data
 exp=exp/an4
 config=recipes/an4/conf/train.yaml
@@ -45,4 +47,13 @@ if want_stage 4 "greedy decode of the dev split"; then
   python -m asr decode --model "$exp/train/avg.pt" --manifest "$exp/data/dev.tsv" --out "$exp/decode_greedy" \
     > "$exp/decode_greedy.log"
   echo "dev: $(tail -n 1 "$exp/decode_greedy.log")" >&2
+fi
+
+if want_stage 5 "hybrid HMM/Viterbi decoding of the dev split"; then
+  tail -n +2 "$exp/data/train.tsv" | cut -f6 > "$exp/data/train_text.txt"
+  python -m asr lm build --order 3 --text "$exp/data/train_text.txt" -o "$exp/lm3.arpa"
+  python -m asr train --config recipes/an4/conf/hybrid.yaml --out-dir "$exp/hybrid"
+  python -m asr decode --model "$exp/train/avg.pt" --decoder hybrid --hybrid-model "$exp/hybrid/hybrid.npz" \
+    --lm "$exp/lm3.arpa" --manifest "$exp/data/dev.tsv" --out "$exp/decode_hybrid" > "$exp/decode_hybrid.log"
+  echo "dev hybrid: $(tail -n 1 "$exp/decode_hybrid.log")" >&2
 fi

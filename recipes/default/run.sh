@@ -10,6 +10,8 @@
 #   stage 6  word 4-gram LM from the training transcripts → asr/pretrained/lm.arpa.gz; tune the beam
 #            search's LM weight / word bonus on half of the AN4 dev speakers (dev_tune) → model.decode.json
 #   stage 7  decode the dev sets greedy, beam without LM, and beam + LM with the bundled settings
+#   stage 8  hybrid HMM/Viterbi assets (conf/hybrid.yaml: state head on the frozen bundled encoder,
+#            priors, transitions, lexicon), scales tuned on dev_tune → asr/pretrained/hybrid.npz; decode dev
 # Run from the repository root. Every stage is idempotent: finished work is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -81,6 +83,23 @@ if want_stage 7 "decode the dev sets: greedy, beam, beam + LM (bundled settings)
       out="$exp/decode_bundled_${mode%%:*}_$name"
       python -m asr decode ${mode#*:} --manifest "$exp/data/$set.tsv" --out "$out" > "$out.log"
       echo "$set ${mode%%:*}: $(tail -n 1 "$out.log")" >&2
+    done
+  done
+fi
+
+if want_stage 8 "hybrid HMM/Viterbi assets for the bundled model"; then
+  python -m asr train --config recipes/default/conf/hybrid.yaml --out-dir "$exp/hybrid"
+  cp "$exp/hybrid/hybrid.npz" asr/pretrained/hybrid.npz
+  for emissions in trained ctc; do
+    python -m asr.hybrid.tune --manifest "$exp/data/an4/dev_tune.tsv" --emissions $emissions --write \
+      | tee "$exp/hybrid/tune_$emissions.log" >&2
+  done
+  for set in an4/dev_tune an4/dev_eval an4/dev; do
+    for emissions in trained ctc; do
+      out="$exp/decode_bundled_hybrid_${emissions}_$(echo "$set" | tr / _)"
+      python -m asr decode --decoder hybrid --hybrid-emissions $emissions --manifest "$exp/data/$set.tsv" \
+        --out "$out" > "$out.log"
+      echo "$set hybrid $emissions: $(tail -n 1 "$out.log")" >&2
     done
   done
 fi

@@ -1,0 +1,203 @@
+"""Hybrid HMM/Viterbi decoding against PocketSphinx 5 with the SAME word n-gram LM: WER and CPU RTF.
+
+    python bench/hybrid_vs_pocketsphinx.py [--manifest TSV] [--lm ARPA] [--limit N] [--json OUT]
+
+Systems, all on the same files in the same process, file by file (batch = 1), one torch thread:
+
+* ``hybrid (state head)``: ``--decoder hybrid`` with the bundled hybrid assets (frame-level state
+  posteriors ÷ priors, lexicon, LM, numba Viterbi), exactly as `asr decode` builds it;
+* ``hybrid (CTC posteriors)``: ``--decoder hybrid --hybrid-emissions ctc``;
+* ``CTC beam + LM``: ``--decoder beam`` with the same LM (the model's tuned α/β when the LM is the
+  bundled one);
+* ``PocketSphinx``: PocketSphinx 5 with its bundled en-us acoustic model (continuous HMM-GMM) and
+  CMUdict pronunciations, but our LM: the ARPA file is lower-cased into a temporary copy (CMUdict
+  is lower-case) and the dictionary is cut to the LM's words. LM words CMUdict lacks are reported
+  (PocketSphinx cannot say them). Its language weight is PocketSphinx's default unless ``--ps-lw``.
+
+RTF = processing wall time / audio duration, including audio loading, features, model and search;
+model/LM loading and one warm-up pass per system are excluded. WER is scored on normalised text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.metadata as metadata
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from runinfo import cpu_model, git_commit, write_json_atomic  # noqa: E402  (bench/ is on sys.path)
+from asr.audio import SAMPLE_RATE, AudioError, load_audio  # noqa: E402
+from asr.cli import build_decoder, build_parser, user_error_types  # noqa: E402
+from asr.manifest import read_manifest  # noqa: E402
+from asr.metrics import cer, wer  # noqa: E402
+from asr.text import normalize_text  # noqa: E402
+from asr.transcribe import Transcriber  # noqa: E402
+
+DEV_MANIFEST = REPO / "exp/default/data/an4/dev.tsv"
+BUNDLED_LM = REPO / "asr/pretrained/lm.arpa.gz"
+
+
+def our_system(extra: list[str], lm: str | None) -> Transcriber:
+    """A Transcriber with the decoder `asr decode <extra>` would build (CPU)."""
+    argv = ["decode", "--manifest", "-", "--device", "cpu", *extra] + (["--lm", lm] if lm else [])
+    args = build_parser().parse_args(argv)
+    transcriber = Transcriber.from_pretrained(args.model, device="cpu")
+    build_decoder(args, transcriber)
+    return transcriber
+
+
+def transcribe_each(transcriber: Transcriber, paths: list[str]) -> list[str]:
+    """File by file through the whole pipeline (load, features, model, decoder), no word times."""
+    texts = []
+    for path in paths:
+        [result] = transcriber.transcribe_files([path], with_words=False)
+        if isinstance(result, AudioError):
+            raise result
+        texts.append(result.text)
+    return texts
+
+
+def read_arpa_words(path: Path) -> list[str]:
+    """The 1-gram words of an ARPA file (plain or .gz)."""
+    from asr.decoding.lm import load_arpa
+
+    return [w for w in load_arpa(path).vocab if w not in ("<s>", "</s>", "<unk>")]
+
+
+def pocketsphinx_resources(lm_path: Path, workdir: Path) -> tuple[Path, Path, list[str]]:
+    """Lower-cased copy of the LM, a dictionary cut to its words; returns (lm, dict, words missing from CMUdict)."""
+    import pocketsphinx
+
+    opener = gzip.open if lm_path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with opener(lm_path, "rt", encoding="utf-8") as src:
+        text = src.read()
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("\\") or line.startswith("ngram ") or not line.strip():
+            lines.append(line)
+        else:
+            lines.append(line.lower())
+    lm_out = workdir / "lm.arpa"
+    lm_out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    words = {w.lower() for w in read_arpa_words(lm_path)}
+    cmudict = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    entries, found = [], set()
+    for line in cmudict.read_text(encoding="utf-8", errors="replace").splitlines():
+        head = line.split(" ", 1)[0]
+        base = head.split("(", 1)[0]
+        if base in words:
+            entries.append(line)
+            found.add(base)
+    dict_out = workdir / "words.dict"
+    dict_out.write_text("\n".join(entries) + "\n", encoding="utf-8")
+    return lm_out, dict_out, sorted(words - found)
+
+
+def make_pocketsphinx(lm: Path, dictionary: Path, lw: float | None):
+    try:
+        import pocketsphinx
+    except ImportError:
+        raise SystemExit("error: pocketsphinx is not installed (pip install 'pocketsphinx>=5')") from None
+    hmm = os.path.join(pocketsphinx.get_model_path(), "en-us", "en-us")
+    options = {"hmm": hmm, "lm": str(lm), "dict": str(dictionary), "loglevel": "FATAL"}
+    if lw is not None:
+        options["lw"] = lw
+    return pocketsphinx.Decoder(**options)
+
+
+def pocketsphinx_each(decoder, paths: list[str]) -> list[str]:
+    """Load each file as our model does, int16 PCM, one utterance each."""
+    texts = []
+    for path in paths:
+        pcm = (np.clip(load_audio(path), -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+        decoder.start_utt()
+        decoder.process_raw(pcm, no_search=False, full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        texts.append(hyp.hypstr if hyp is not None else "")
+    return texts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", default=str(DEV_MANIFEST), help="default: exp/default/data/an4/dev.tsv")
+    parser.add_argument("--lm", default=str(BUNDLED_LM), help="ARPA LM for every system (default: the bundled one)")
+    parser.add_argument("--limit", type=int, default=0, help="first N utterances only (0 = all)")
+    parser.add_argument("--ps-lw", type=float, help="PocketSphinx language weight (default: its own, 6.5)")
+    parser.add_argument("--json", help="also write the numbers here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall = time.perf_counter()
+    torch.set_num_threads(1)
+    utts = read_manifest(args.manifest, check_audio=True)
+    utts = utts[: args.limit] if args.limit else utts
+    paths = [str(u.audio_path) for u in utts]
+    refs = [normalize_text(u.text) for u in utts]
+    audio_s = sum(len(load_audio(p)) for p in paths) / SAMPLE_RATE
+    lm = str(Path(args.lm).resolve())
+    same_as_bundled = Path(lm) == BUNDLED_LM.resolve()
+    lm_flag = None if same_as_bundled else lm  # the bundled LM keeps the tuned settings
+    try:
+        systems = {
+            "hybrid (state head)": our_system(["--decoder", "hybrid"], lm_flag),
+            "hybrid (CTC posteriors)": our_system(["--decoder", "hybrid", "--hybrid-emissions", "ctc"], lm_flag),
+            "CTC beam + LM": our_system(["--decoder", "beam"], lm_flag),
+        }
+    except user_error_types() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runners = {name: (lambda t=t: transcribe_each(t, paths)) for name, t in systems.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        ps_lm, ps_dict, missing = pocketsphinx_resources(Path(lm), Path(tmp))
+        ps = make_pocketsphinx(ps_lm, ps_dict, args.ps_lw)
+        runners["PocketSphinx 5 en-us, same LM"] = lambda: pocketsphinx_each(ps, paths)
+        print(f"warm-up: {len(paths)} files, {audio_s:.1f} s of audio", file=sys.stderr)
+        for fn in runners.values():
+            fn()
+        results = {}
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            hyps = [normalize_text(h) for h in fn()]
+            seconds = time.perf_counter() - start
+            results[name] = {"seconds": seconds, "rtf": seconds / audio_s, "wer": 100 * wer(refs, hyps),
+                             "cer": 100 * cer(refs, hyps)}
+            print(f"{name}: {seconds:.2f} s", file=sys.stderr)
+
+    report = {"bench": "hybrid_vs_pocketsphinx",
+              "command": "python " + shlex.join(["bench/hybrid_vs_pocketsphinx.py", *(sys.argv[1:] if argv is None else argv)]),
+              "commit": git_commit(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": 1,
+              "load_average_1m": os.getloadavg()[0], "pocketsphinx": metadata.version("pocketsphinx"),
+              "manifest": args.manifest, "lm": lm, "lm_words_missing_from_cmudict": missing, "files": len(paths),
+              "audio_s": audio_s, "results": results}
+    print(f"\n{len(paths)} files ({audio_s:.1f} s) from {args.manifest}; LM {lm}")
+    header = f"{'system':<34} {'WER %':>7} {'CER %':>7} {'RTF':>7} {'wall s':>8}"
+    print(header + "\n" + "-" * len(header))
+    for name, r in results.items():
+        print(f"{name:<34} {r['wer']:>7.2f} {r['cer']:>7.2f} {r['rtf']:>7.4f} {r['seconds']:>8.2f}")
+    print(f"\nLM words missing from CMUdict (PocketSphinx cannot output them): {len(missing)} {missing[:12]}")
+    report["wall_s"] = time.perf_counter() - wall
+    print(f"hardware: {report['cpu']}, {report['logical_cpus']} logical CPUs, 1 torch thread, load avg "
+          f"{report['load_average_1m']:.2f} | pocketsphinx {report['pocketsphinx']} | commit {report['commit']} "
+          f"| wall {report['wall_s']:.1f} s")
+    print(f"command: {report['command']}")
+    if args.json:
+        write_json_atomic(Path(args.json), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Query-by-example evaluation on held-out speakers: our embeddings side by side with DTW.
+
+    python bench/search_eval.py --model exp/search/contrastive/model.pt [--model other.pt ...] \
+        [--segments exp/search/segments/an4_dev.tsv ...] [--min-chars 3] [--json OUT]
+
+Word segments of speakers never used for training (default: the dev-speaker segments written by
+recipes/search/run.sh stage 1) are cut out of their recordings. Each method scores every pair:
+
+- `emb:<name>`: cosine similarity of the search model's embeddings (features of the cut-out audio).
+- `dtw-mfcc`: DTW (librosa.sequence.dtw) on 13 MFCC + Δ + ΔΔ (librosa.feature.mfcc, 40 mel bands,
+  25 ms / 10 ms, mean and variance normalised per segment), cosine frame distance, cost / (N + M).
+- `dtw-post`: DTW on the bundled acoustic model's character posteriors, frame distance
+  -log(p·q), cost / (N + M).
+
+Reported: same-different average precision over all pairs (`ap`) and over different-speaker pairs
+only (`ap_xspk`); every segment as a query against the others: MAP and precision@10 (`map`, `p10`,
+and `map_xspk`/`p10_xspk` with the query speaker's own segments removed); query latency (one query
+against the whole collection, median of `--latency-queries`, features of the query included).
+Then an index of all held-out recordings is built with the first model (candidate words + sliding
+windows, typically > 10,000 segments) and one query against it is timed end to end (`asr search`
+without the process start and model loading), beside DTW-MFCC over the same candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from asr.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from asr.metrics import average_precision, mean_average_precision  # noqa: E402
+from asr.search.segments import Segment, read_segments  # noqa: E402
+from asr.search.train import cut  # noqa: E402
+from asr.transcribe import band_cutoff  # noqa: E402
+
+DEFAULT_SEGMENTS = ["exp/search/segments/an4_dev.tsv", "exp/search/segments/fsdd_dev.tsv",
+                    "exp/search/segments/librispeech_dev.tsv"]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- DTW baselines
+
+def mfcc_frames(wave: np.ndarray) -> np.ndarray:
+    """(N,) samples → (T, 39) MFCC + Δ + ΔΔ, mean/variance normalised, rows L2-normalised."""
+    m = librosa.feature.mfcc(y=wave, sr=SAMPLE_RATE, n_mfcc=13, n_fft=512, win_length=400, hop_length=160,
+                             n_mels=40, fmin=20, fmax=7600)  # (13, T)
+    width = min(9, m.shape[1] - (1 - m.shape[1] % 2)) if m.shape[1] >= 3 else 0
+    parts = [m] + ([librosa.feature.delta(m, width=width, order=o, mode="nearest") for o in (1, 2)] if width >= 3
+                   else [np.zeros_like(m)] * 2)
+    f = np.concatenate(parts).T  # (T, 39)
+    f = (f - f.mean(0)) / (f.std(0) + 1e-5)
+    return (f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-8)).astype(np.float32)
+
+
+def dtw_cost(cost: np.ndarray) -> float:
+    """Normalised DTW alignment cost of a (N, M) frame-distance matrix (librosa, steps (1,1),(1,0),(0,1))."""
+    acc = librosa.sequence.dtw(C=cost, backtrack=False)
+    return float(acc[-1, -1]) / (cost.shape[0] + cost.shape[1])
+
+
+def mfcc_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return dtw_cost(np.maximum(0.0, 1.0 - a @ b.T))  # cosine distance of unit rows
+
+
+def posterior_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return dtw_cost(-np.log(np.clip(a @ b.T, 1e-8, None)))  # a, b: (T, V) probabilities
+
+
+def pairwise(feats: list[np.ndarray], distance) -> np.ndarray:
+    """(N, N) symmetric distances (each pair computed once)."""
+    n = len(feats)
+    out = np.zeros((n, n), dtype=np.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = distance(feats[i], feats[j])
+        if i % 200 == 0:
+            log(f"  {i}/{n}")
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+
+def retrieval_metrics(similarity: np.ndarray, words: np.ndarray, speakers: np.ndarray) -> dict[str, float]:
+    """Same-different AP (all pairs, different-speaker pairs) and per-query MAP / P@10."""
+    n = len(words)
+    same = words[:, None] == words[None, :]
+    other_speaker = speakers[:, None] != speakers[None, :]
+    upper = np.triu_indices(n, k=1)
+    result = {"ap": average_precision(similarity[upper], same[upper])}
+    cross = other_speaker[upper]
+    result["ap_xspk"] = average_precision(similarity[upper][cross], same[upper][cross])
+    for suffix, allowed in (("", ~np.eye(n, dtype=bool)), ("_xspk", other_speaker)):
+        queries, p10 = [], []
+        for q in range(n):
+            keep = allowed[q]
+            if not (same[q] & keep).any():
+                continue
+            queries.append((similarity[q, keep], same[q, keep]))
+            top = np.argsort(-similarity[q, keep], kind="stable")[:10]
+            p10.append(float(same[q, keep][top].mean()))
+        result["map" + suffix] = mean_average_precision(queries)
+        result["p10" + suffix] = float(np.mean(p10)) if p10 else float("nan")
+    return result
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="search model(s); the first builds the index")
+    parser.add_argument("--segments", nargs="+", default=DEFAULT_SEGMENTS, help="held-out segment TSVs")
+    parser.add_argument("--min-chars", type=int, default=3, help="only words with at least this many letters")
+    parser.add_argument("--latency-queries", type=int, default=20)
+    parser.add_argument("--index-dtw-queries", type=int, default=3, help="DTW queries timed over the big index")
+    parser.add_argument("--skip-index", action="store_true", help="skip the 10,000-segment index timing")
+    parser.add_argument("--index-size", type=int, default=10000, help="candidates wanted in the timed index")
+    parser.add_argument("--filler", default="exp/default/data/an4/train.tsv",
+                        help="manifest whose recordings top the timed index up to --index-size (timing only)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write every number here too")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    from asr.search.index import Embedder, add_files, build_index
+    from asr.search.query import search
+    from asr.search.train import embed_arrays
+
+    tagged = [(s, Path(p).stem) for p in args.segments for s in read_segments(p)]
+    tagged = [(s, c) for s, c in tagged if len(s.word.replace("'", "")) >= args.min_chars]
+    segments: list[Segment] = [s for s, _ in tagged]
+    corpus = np.array([c for _, c in tagged])  # the segment file each came from
+    words = np.array([s.word for s in segments])
+    speakers = np.array([s.speaker for s in segments])
+    log(f"{len(segments)} segments, {len(set(words))} words, {len(set(speakers))} speakers")
+    waves_by_file = {p: load_audio(p) for p in sorted({s.source for s in segments})}
+    pieces = [cut(waves_by_file[s.source], s.start, s.end) for s in segments]
+    cutoffs = [band_cutoff(s.source) for s in segments]
+
+    embedders = {Path(m).parent.name or Path(m).stem: Embedder.load(m) for m in args.model}
+    am = next(iter(embedders.values())).am
+    methods: dict[str, dict] = {}
+    similarities: dict[str, np.ndarray] = {}
+
+    def query_latency(fn, count: int) -> float:
+        times = []
+        for q in range(min(count, len(pieces))):
+            t0 = time.perf_counter()
+            fn(q)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    for name, emb in embedders.items():
+        t0 = time.time()
+        vectors = embed_arrays(emb.model, emb.featurizer.segments(pieces, cutoffs))
+        log(f"emb:{name}: embedded {len(pieces)} segments in {time.time() - t0:.1f} s")
+
+        def one_query(q: int, emb=emb, vectors=vectors) -> None:
+            [f] = emb.featurizer.segments([pieces[q]], [cutoffs[q]])
+            v = embed_arrays(emb.model, [f])[0]
+            np.argsort(-(vectors @ v))[:10]
+
+        similarities[f"emb:{name}"] = vectors @ vectors.T
+        methods[f"emb:{name}"] = {**retrieval_metrics(vectors @ vectors.T, words, speakers),
+                                  "latency_ms": 1000 * query_latency(one_query, args.latency_queries)}
+
+    mfcc = [mfcc_frames(p) for p in pieces]
+    t0 = time.time()
+    dist = pairwise(mfcc, mfcc_distance)
+    log(f"dtw-mfcc: all pairs in {time.time() - t0:.0f} s")
+
+    def mfcc_query(q: int) -> None:
+        query = mfcc_frames(pieces[q])
+        np.argsort([mfcc_distance(query, m) for m in mfcc])[:10]
+
+    similarities["dtw-mfcc"] = -dist
+    methods["dtw-mfcc"] = {**retrieval_metrics(-dist, words, speakers),
+                           "latency_ms": 1000 * query_latency(mfcc_query, args.latency_queries)}
+
+    post = [np.exp(f.log_probs) for f in am.files(pieces, cutoffs)] if len(pieces) < 64 else [
+        np.exp(f.log_probs) for first in range(0, len(pieces), 64)
+        for f in am.files(pieces[first: first + 64], cutoffs[first: first + 64])]
+    t0 = time.time()
+    dist = pairwise(post, posterior_distance)
+    log(f"dtw-post: all pairs in {time.time() - t0:.0f} s")
+
+    def post_query(q: int) -> None:
+        query = np.exp(am.files([pieces[q]], [cutoffs[q]])[0].log_probs)
+        np.argsort([posterior_distance(query, p) for p in post])[:10]
+
+    similarities["dtw-post"] = -dist
+    methods["dtw-post"] = {**retrieval_metrics(-dist, words, speakers),
+                           "latency_ms": 1000 * query_latency(post_query, args.latency_queries)}
+
+    subsets = {}
+    for name, sim in similarities.items():
+        for c in sorted(set(corpus)):
+            keep = np.flatnonzero(corpus == c)
+            if len(keep) > 1:
+                subsets.setdefault(c, {})[name] = retrieval_metrics(sim[np.ix_(keep, keep)], words[keep], speakers[keep])
+    base = methods["dtw-mfcc"]["ap"]
+    print(f"held-out segments: {len(segments)} ({len(set(words))} words ≥ {args.min_chars} letters, "
+          f"{len(set(speakers))} speakers); latency = one query against all {len(segments)}")
+    header = f"{'method':24s} {'AP':>6s} {'AP/dtw':>7s} {'AP xspk':>8s} {'MAP':>6s} {'P@10':>6s} " \
+             f"{'MAP xspk':>9s} {'P@10 xspk':>9s} {'ms/query':>9s}"
+    print(header)
+    for name, m in methods.items():
+        print(f"{name:24s} {m['ap']:6.3f} {m['ap'] / base:7.2f} {m['ap_xspk']:8.3f} {m['map']:6.3f} {m['p10']:6.3f} "
+              f"{m['map_xspk']:9.3f} {m['p10_xspk']:9.3f} {m['latency_ms']:9.1f}")
+
+    print("\nper corpus (pairs within one corpus): AP / AP xspk / MAP")
+    for c, rows in subsets.items():
+        n = int((corpus == c).sum())
+        print(f"  {c:12s} ({n:4d} segments, {len(set(speakers[corpus == c]))} speakers): " + "  ".join(
+            f"{name} {m['ap']:.3f}/{m['ap_xspk']:.3f}/{m['map']:.3f}" for name, m in rows.items()))
+    print()
+    index_result = None
+    if not args.skip_index:
+        first_model = args.model[0]
+        emb = Embedder.load(first_model)
+        files = sorted(waves_by_file)
+        t0 = time.time()
+        index, _ = build_index(emb, files)
+        build_s = time.time() - t0
+        if len(index) < args.index_size and args.filler:
+            # Timing only: top the held-out collection up to --index-size candidates with more recordings.
+            from asr.manifest import read_manifest
+
+            extra = [u.audio_path for u in read_manifest(args.filler)]
+            for first in range(0, len(extra), 50):
+                add_files(index, emb, extra[first: first + 50])
+                if len(index) >= args.index_size:
+                    break
+        log(f"index: {len(index)} candidates of {len(files)} files in {build_s:.0f} s")
+        search_ms = 1000 * query_latency(lambda q: search(index, emb, pieces[q], cutoffs[q], top=10),
+                                         args.latency_queries)
+        vector = emb.embed_query(pieces[0], cutoffs[0])[0]
+        search_only_ms = 1000 * query_latency(lambda q: search(index, emb, None, top=10, vector=vector),
+                                              args.latency_queries)
+        # DTW-MFCC over the same candidates: MFCCs of each candidate (precomputed), one query timed.
+        cand_mfcc = []
+        for f, s, e in zip(index.file, index.start, index.end):
+            wave = waves_by_file[Path(index.meta["files"][f]["path"])] if Path(index.meta["files"][f]["path"]) in waves_by_file else load_audio(index.meta["files"][f]["path"])
+            cand_mfcc.append(mfcc_frames(cut(wave, float(s), float(e))))
+
+        def dtw_index_query(q: int) -> None:
+            query = mfcc_frames(pieces[q])
+            np.argsort([mfcc_distance(query, m) for m in cand_mfcc])[:10]
+
+        dtw_ms = 1000 * query_latency(dtw_index_query, args.index_dtw_queries)
+        index_result = {"candidates": len(index), "files": len(index.meta["files"]), "build_s": round(build_s, 1),
+                        "emb_query_ms": search_ms, "emb_search_only_ms": search_only_ms, "dtw_mfcc_query_ms": dtw_ms}
+        print(f"index of {len(index)} candidate segments ({len(index.meta['files'])} files; held-out ones "
+              f"built in {build_s:.0f} s): "
+              f"asr search {search_ms:.1f} ms/query (of which ranking + merging {search_only_ms:.2f} ms), "
+              f"DTW-MFCC {dtw_ms:.0f} ms/query ({dtw_ms / search_ms:.0f}× slower)")
+
+    if args.json:
+        from runinfo import cpu_model, git_commit, write_json_atomic
+
+        write_json_atomic(Path(args.json), {
+            "bench": "search_eval", "command": "python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
+            "commit": git_commit(), "hardware": {"cpu": cpu_model(), "torch_threads": args.threads},
+            "segments": len(segments), "words": len(set(words)), "speakers": len(set(speakers)),
+            "min_chars": args.min_chars, "segment_files": args.segments, "methods": methods, "per_corpus": subsets, "index": index_result,
+            "wall_s": round(time.time() - started, 1)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

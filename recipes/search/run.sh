@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Spoken-term search by example: word segments → segment autoencoder → index → evaluation vs DTW.
+#
+# Usage: bash recipes/search/run.sh [--stage N] [--stop-stage N] [--data DIR] [--exp DIR] [--config YAML]
+#   stage 1  word segments of every speaker-disjoint split (forced alignment with the bundled model;
+#            the digits are whole files) → EXP/segments/<corpus>_{train,dev}.tsv
+#   stage 2  train the search model on training speakers only (conf/contrastive.yaml) → EXP/contrastive/model.pt
+#   stage 3  comparison models: the same on AM states alone, plain, denoising and correspondence autoencoders
+#   stage 4  index the held-out (dev-speaker) recordings and search one of them with the CLI
+#   stage 5  bench/search_eval.py on held-out speakers: embeddings vs DTW on MFCCs and on posteriors
+#   stage 6  export the search model (float16 weights) to asr/pretrained/search.pt
+# Needs the speaker-disjoint splits of recipes/default/run.sh stage 1 (DEFAULT_EXP/data, default exp/default).
+# Run from the repository root. Every stage is idempotent: finished work is not redone.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+stage=1; stop_stage=6
+data=../shared/data
+exp=exp/search
+config=recipes/search/conf/contrastive.yaml
+source recipes/common/stages.sh "$@"
+export EXP="$exp"   # conf/*.yaml refer to ${EXP}
+splits=${DEFAULT_EXP:-exp/default}/data
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+nice="nice -n 10"
+
+if want_stage 1 "word segments"; then
+  [ -d "$splits" ] || { echo "missing $splits: run 'bash recipes/default/run.sh --stop-stage 1' first" >&2; exit 1; }
+  for corpus in an4 fsdd librispeech librivox; do
+    for part in train dev; do
+      manifest="$splits/$corpus/$part.tsv"; out="$exp/segments/${corpus}_$part.tsv"
+      if [ -f "$out" ]; then echo "already done: $out" >&2; continue; fi
+      [ "$(wc -l < "$manifest")" -gt 1 ] || continue   # librivox has no dev speaker
+      $nice python -m asr.search.segments --manifest "$manifest" -o "$out"
+    done
+  done
+  wc -l "$exp"/segments/*.tsv >&2
+fi
+
+# train_ae NAME CONFIG: train unless NAME/model.pt exists; resume if cut off.
+train_ae() {
+  if [ -f "$exp/$1/model.pt" ]; then echo "already trained: $exp/$1/model.pt" >&2; return; fi
+  local resume=""; [ -f "$exp/$1/last.pt" ] && resume="--resume"
+  $nice python -m asr train --config "$2" --out-dir "$exp/$1" $resume 2> "$exp/$1.log"
+  tail -n 2 "$exp/$1.log" >&2
+}
+
+if want_stage 2 "train the search model"; then mkdir -p "$exp"; train_ae contrastive "$config"; fi
+
+if want_stage 3 "comparison models"; then
+  train_ae contrastive_am recipes/search/conf/contrastive_am.yaml
+  train_ae plain recipes/search/conf/plain.yaml
+  train_ae denoising recipes/search/conf/denoising.yaml
+  train_ae correspondence recipes/search/conf/correspondence.yaml
+fi
+
+if want_stage 4 "index the held-out recordings, search one"; then
+  if [ ! -f "$exp/dev.index/index.json" ]; then
+    cut -f1 "$exp"/segments/*_dev.tsv | grep -v '^source$' | sort -u | sed "s|^|$exp/segments/|" > "$exp/dev_files.txt"
+    $nice python -m asr index build --model "$exp/contrastive/model.pt" $(cat "$exp/dev_files.txt") -o "$exp/dev.index"
+  fi
+  python -m asr search "$exp/dev.index" "$data/fsdd/recordings/3_jackson_0.wav" --top 5 >&2
+fi
+
+if want_stage 5 "evaluation on held-out speakers vs DTW"; then
+  models="--model $exp/contrastive/model.pt"
+  for extra in contrastive_am plain denoising correspondence; do [ -f "$exp/$extra/model.pt" ] && models="$models --model $exp/$extra/model.pt"; done
+  $nice python bench/search_eval.py $models --json "$exp/search_eval.json" | tee "$exp/search_eval.txt"
+fi
+
+if want_stage 6 "export the search model"; then
+  python -c "
+import torch
+s = torch.load('$exp/contrastive/model.pt', weights_only=True)
+s['state_dict'] = {k: v.half() for k, v in s['state_dict'].items()}
+from asr.checkpoint import atomic_torch_save; atomic_torch_save(s, 'asr/pretrained/search.pt')"
+  ls -l asr/pretrained/search.pt >&2
+fi
