@@ -7,13 +7,13 @@ checkpoint never runs pickled code.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from asr.fileio import atomic_output
 from asr.features import FeatureConfig
 from asr.model import BiLSTMCTC, ModelConfig
 from asr.text import CharTokenizer
@@ -39,19 +39,8 @@ class LoadedModel:
 
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_state(model: BiLSTMCTC, tokenizer: CharTokenizer, feature_config: FeatureConfig, info: dict,

@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import queue
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from tqdm import tqdm
 
 from asr.audio import HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
 from asr.augment import AugmentConfig, speed_perturb
+from asr.fileio import atomic_output
 from asr.data import FeatureExample
 from asr.features import LOG_FLOOR, FeatureConfig, LogMel
 from asr.manifest import ManifestError, Utterance, read_manifest
@@ -156,14 +156,8 @@ def _features(frontend: LogMel, items: list[_Item]) -> list[np.ndarray]:
 
 def _atomic_save(path: Path, write) -> None:
     """Call `write(handle)` on a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
 
 
 def build_feature_cache(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, jobs: int = 2,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from asr.fileio import atomic_write_text
 
 COLUMNS: tuple[str, ...] = ("utt_id", "speaker", "path", "duration_s", "sample_rate", "text")
 
@@ -140,11 +141,4 @@ def write_manifest(path: str | os.PathLike, utterances: list[Utterance]) -> None
         except ValueError:  # different drive on Windows
             stored = str(audio.resolve())
         rows.append("\t".join([utt.utt_id, utt.speaker, stored, f"{utt.duration_s:.3f}", str(utt.sample_rate), utt.text]))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(rows) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "\n".join(rows) + "\n")

@@ -4,9 +4,10 @@
 
 Systems, all on the same files in the same process, file by file (batch = 1), one torch thread:
 
-* ``hybrid (state head)``: ``--decoder hybrid`` with the bundled hybrid assets (frame-level state
-  posteriors ÷ priors, lexicon, LM, numba Viterbi), exactly as `asr decode` builds it;
-* ``hybrid (CTC posteriors)``: ``--decoder hybrid --hybrid-emissions ctc``;
+* ``hybrid (state head)``: ``--decoder hybrid --hybrid-emissions trained`` with the bundled hybrid
+  assets (frame-level state posteriors ÷ priors, lexicon, LM, numba Viterbi), exactly as `asr decode`
+  builds it;
+* ``hybrid (CTC posteriors)``: ``--decoder hybrid --hybrid-emissions ctc`` (the default);
 * ``CTC beam + LM``: ``--decoder beam`` with the same LM (the model's tuned α/β when the LM is the
   bundled one);
 * ``PocketSphinx``: PocketSphinx 5 with its bundled en-us acoustic model (continuous HMM-GMM) and
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     lm_flag = None if same_as_bundled else lm  # the bundled LM keeps the tuned settings
     try:
         systems = {
-            "hybrid (state head)": our_system(["--decoder", "hybrid"], lm_flag),
+            "hybrid (state head)": our_system(["--decoder", "hybrid", "--hybrid-emissions", "trained"], lm_flag),
             "hybrid (CTC posteriors)": our_system(["--decoder", "hybrid", "--hybrid-emissions", "ctc"], lm_flag),
             "CTC beam + LM": our_system(["--decoder", "beam"], lm_flag),
         }

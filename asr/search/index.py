@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
+from asr.fileio import atomic_output, atomic_write_text
 from asr.checkpoint import CheckpointError
 from asr.search.features import FileFeatures, SegmentFeaturizer, file_sha256
 from asr.search.model import SegmentAutoencoder, load_search_model
@@ -252,23 +252,15 @@ def save_index(index: SearchIndex, folder: str | os.PathLike) -> None:
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "index.json").is_file():
         raise SearchIndexError(f"{folder}: folder is not empty and holds no index.json; refusing to overwrite it")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vectors.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, vectors=index.vectors.astype(np.float32), file_id=index.file, start=index.start, end=index.end,
-                 kind=index.kind)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    staging = folder / ".vectors.npz"
+    with atomic_output(staging) as tmp:
+        with open(tmp, "wb") as handle:  # a handle, so that np.savez does not append ".npz" to the name
+            np.savez(handle, vectors=index.vectors.astype(np.float32), file_id=index.file, start=index.start,
+                     end=index.end, kind=index.kind)
         digest = file_sha256(tmp)
-        name = f"vectors-{digest[:12]}.npz"
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    name = f"vectors-{digest[:12]}.npz"
+    os.replace(staging, folder / name)
     meta = {**index.meta, "vectors": name, "vectors_sha256": digest, "count": len(index)}
-    from asr.cli import atomic_write_text
-
     atomic_write_text(folder / "index.json", json.dumps(meta, indent=1) + "\n")
     for old in folder.glob("vectors-*.npz"):
         if old.name != name:

@@ -15,7 +15,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
+from asr.fileio import atomic_write_text
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
 from asr.manifest import ManifestError, Utterance, read_manifest
 from asr.text import normalize_text
@@ -90,14 +90,7 @@ def write_segments(path: str | os.PathLike, segments: Sequence[Segment]) -> None
         except ValueError:  # different drive on Windows
             stored = str(Path(seg.source).resolve())
         rows.append(f"{stored}\t{seg.word}\t{seg.start:.3f}\t{seg.end:.3f}\t{seg.speaker}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(rows) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def frame_db(wave: np.ndarray, hop: int = 160) -> np.ndarray:
