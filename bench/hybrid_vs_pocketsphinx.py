@@ -31,14 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from runinfo import cpu_model, git_commit, write_json_atomic  # noqa: E402  (bench/ is on sys.path)
-from asr.audio import SAMPLE_RATE, AudioError, load_audio  # noqa: E402
+from transcribe_rtf import ours_batch1 as transcribe_each  # noqa: E402  (file by file, no word times)
+from transcribe_rtf import pocketsphinx_pass as pocketsphinx_each  # noqa: E402
+from asr.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from asr.cli import build_decoder, build_parser, user_error_types  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import cer, wer  # noqa: E402
@@ -56,17 +57,6 @@ def our_system(extra: list[str], lm: str | None) -> Transcriber:
     transcriber = Transcriber.from_pretrained(args.model, device="cpu")
     build_decoder(args, transcriber)
     return transcriber
-
-
-def transcribe_each(transcriber: Transcriber, paths: list[str]) -> list[str]:
-    """File by file through the whole pipeline (load, features, model, decoder), no word times."""
-    texts = []
-    for path in paths:
-        [result] = transcriber.transcribe_files([path], with_words=False)
-        if isinstance(result, AudioError):
-            raise result
-        texts.append(result.text)
-    return texts
 
 
 def read_arpa_words(path: Path) -> list[str]:
@@ -115,19 +105,6 @@ def make_pocketsphinx(lm: Path, dictionary: Path, lw: float | None):
     if lw is not None:
         options["lw"] = lw
     return pocketsphinx.Decoder(**options)
-
-
-def pocketsphinx_each(decoder, paths: list[str]) -> list[str]:
-    """Load each file as our model does, int16 PCM, one utterance each."""
-    texts = []
-    for path in paths:
-        pcm = (np.clip(load_audio(path), -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
-        decoder.start_utt()
-        decoder.process_raw(pcm, no_search=False, full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        texts.append(hyp.hypstr if hyp is not None else "")
-    return texts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
