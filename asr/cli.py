@@ -216,6 +216,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from asr.transcribe import Transcriber
 
     utterances = read_manifest(args.manifest, check_audio=True)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # fail now, not after decoding everything
     transcriber = Transcriber.from_pretrained(args.model, device=args.device)
     build_decoder(args, transcriber)
     rows, refs, hyps, failed = [], [], [], 0
@@ -416,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # an output that cannot be written (read-only folder, a file in the way, disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        error(f"{where}{exc.strerror or exc}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -70,6 +70,13 @@ def clamp_words(words: list[WordSpan], duration: float) -> list[WordSpan]:
     return [WordSpan(w.word, min(w.start, duration), min(w.end, duration), w.conf) for w in words]
 
 
+def spread_words(text: str, duration: float) -> list[WordSpan]:
+    """Words laid evenly over `duration` with confidence 0: the fallback when the text cannot be aligned."""
+    words = text.split()
+    step = duration / max(1, len(words))
+    return [WordSpan(w, i * step, (i + 1) * step, 0.0) for i, w in enumerate(words)]
+
+
 def band_cutoff(path: str | os.PathLike) -> float:
     """Nyquist frequency of a file recorded below 16 kHz (its missing band is masked), else 0."""
     try:
@@ -133,8 +140,12 @@ class Transcriber:
         for i, text in enumerate(texts):
             words = []
             if wanted[i] and text:
-                words = align_words(log_probs[i, : lengths[i]], text, self.tokenizer, self.frame_shift_s)
-                words = clamp_words(words, len(waves[i]) / SAMPLE_RATE)
+                duration = len(waves[i]) / SAMPLE_RATE
+                try:
+                    words = align_words(log_probs[i, : lengths[i]], text, self.tokenizer, self.frame_shift_s)
+                except ValueError:  # a decoder (e.g. hybrid) may output more labels than CTC frames can hold
+                    words = spread_words(text, duration)
+                words = clamp_words(words, duration)
             results.append((text, words))
         return results
 

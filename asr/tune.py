@@ -57,7 +57,10 @@ def load_decode_settings(model_path: str | os.PathLike) -> DecodeSettings:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         settings = DecodeSettings(**raw)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        settings.beam, settings.alpha, settings.beta = int(settings.beam), float(settings.alpha), float(settings.beta)
+        if settings.lm is not None and not isinstance(settings.lm, str) or not isinstance(settings.lexicon, bool):
+            raise TypeError("'lm' must be a path or null and 'lexicon' true or false")
+    except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a valid decode settings file ({exc})") from None
     if settings.lm:
         settings.lm = str((path.parent / settings.lm).resolve())
@@ -140,10 +143,14 @@ def parse_grid(text: str | None, default: Sequence[float]) -> list[float]:
             lo, hi, step = (float(x) for x in text.split(":"))
             if step <= 0:
                 raise ValueError
-            return [round(v, 6) for v in np.arange(lo, hi + step / 2, step)]
-        return [float(x) for x in text.split(",") if x.strip()]
+            values = [round(v, 6) for v in np.arange(lo, hi + step / 2, step)]
+        else:
+            values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"bad grid {text!r}: expected comma-separated numbers or start:stop:step") from None
+    if not values:
+        raise ValueError(f"bad grid {text!r}: it holds no value")
+    return values
 
 
 def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | None, alphas: Sequence[float],

@@ -169,3 +169,36 @@ def test_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
     code, out, err = run(capsys, "transcribe", "--output-dir", blocker / "sub", CLIP)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err
+
+
+# --- regressions found in review -----------------------------------------------------------------
+
+
+class _TooManyLetters:
+    """A decoder whose text holds more labels than the utterance has CTC frames (as a hybrid Viterbi may)."""
+
+    def decode(self, log_probs, lengths):
+        return ["A B C D E F G H I J" for _ in range(len(lengths))]
+
+
+def test_text_that_cannot_be_aligned_still_gets_word_times(tmp_path, capsys):
+    """50 ms of noise gives ~2 CTC frames; ten words cannot align, so they are spread, not a crash."""
+    from asr.transcribe import Transcriber
+
+    transcriber = Transcriber.from_pretrained(device="cpu")
+    transcriber.decoder = _TooManyLetters()
+    noise = (0.3 * np.random.default_rng(0).standard_normal(800)).astype(np.float32)  # 50 ms
+    [result] = transcriber.transcribe_waves([noise], ["noise"], with_words=True)
+    assert [w.word for w in result.words] == result.text.split()
+    assert all(0.0 <= w.start < w.end <= result.duration + 1e-9 and w.conf == 0.0 for w in result.words)
+
+
+def test_unwritable_outputs_are_one_line_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for argv in (["decode", "--manifest", DATA / "an4_mblw.tsv", "--out", blocker / "out"],
+                 ["transcribe", "--output-dir", blocker / "out", CLIP]):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "", (argv, out)
+        assert len(err.strip().splitlines()) == 1 and str(blocker / "out") in err, err

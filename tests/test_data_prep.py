@@ -101,8 +101,14 @@ def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
 
 
 @pytest.fixture
-def server() -> ServerState:
-    """A threaded HTTP server on 127.0.0.1 with Range support, torn down after the test."""
+def server(monkeypatch: pytest.MonkeyPatch) -> ServerState:
+    """A threaded HTTP server on 127.0.0.1 with Range support, torn down after the test.
+
+    Proxy variables are cleared so that urllib talks to it directly on a CI runner behind a proxy.
+    """
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     state = ServerState()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -153,14 +153,19 @@ def tiny(out_dir: Path, **data) -> TrainConfig:
 def test_training_from_the_cache_matches_training_from_audio(cache: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asr.train, "plot_curve", lambda *a, **k: None)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     runs = {}
-    for name, data in {"audio": {}, "cache": {"feature_cache": str(cache), "dev_cache": {"an4": str(cache)}}}.items():
-        trainer = Trainer(tiny(tmp_path / name, **data), device="cpu")
-        assert isinstance(next(iter(trainer.train_loader)).feats, torch.Tensor) == (name == "cache")
-        trainer.run()
-        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        runs[name] = (trainer.model.cmvn.mean.clone(), rows[0])
+    try:
+        sources = {"audio": {}, "cache": {"feature_cache": str(cache), "dev_cache": {"an4": str(cache)}}}
+        for name, data in sources.items():
+            trainer = Trainer(tiny(tmp_path / name, **data), device="cpu")
+            assert isinstance(next(iter(trainer.train_loader)).feats, torch.Tensor) == (name == "cache")
+            trainer.run()
+            rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            runs[name] = (trainer.model.cmvn.mean.clone(), rows[0])
+    finally:
+        torch.set_num_threads(threads)  # later tests keep the process's thread count
     torch.testing.assert_close(runs["cache"][0], runs["audio"][0], atol=5e-3, rtol=1e-3)  # float16 rounding
     audio_row, cache_row = runs["audio"][1], runs["cache"][1]
     assert cache_row["train_loss"] == pytest.approx(audio_row["train_loss"], rel=1e-3)

@@ -213,3 +213,6 @@ def test_bad_inputs_are_one_line_errors(tmp_path, digit_index, capsys):
     assert code == 1 and "index.json" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "index", "build", "--model", tmp_path / "none.pt", JACKSON_3, "-o", tmp_path / "x")
     assert code == 1 and "search model" in err
+    for flag, value in (("--widths", "a"), ("--hop", "0")):
+        code, _, err = run_cli(capsys, "index", "build", flag, value, JACKSON_3, "-o", tmp_path / "y")
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "--widths" in err, err

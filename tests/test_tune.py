@@ -113,3 +113,18 @@ def test_tune_rejects_a_bad_grid_in_one_line(capsys, overfit_model, tmp_path):
     code, _, err = run_cli(capsys, "tune", "--model", overfit_model, "--manifest", MANIFEST, "--lm", lm,
                            "--alphas", "x")
     assert code == 1 and err.count("\n") == 1 and "bad grid 'x'" in err
+
+
+def test_empty_grid_and_mistyped_settings_are_one_line(capsys, overfit_model, tmp_path):
+    with pytest.raises(ValueError, match="holds no value"):
+        parse_grid("1:0:0.5", [])
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("")
+    code, _, err = run_cli(capsys, "tune", "--model", overfit_model, "--manifest", MANIFEST, "--lm", lm,
+                           "--alphas", "1:0:0.5")
+    assert code == 1 and err.count("\n") == 1 and "holds no value" in err
+    model = tmp_path / "am.pt"
+    shutil.copy(overfit_model, model)
+    settings_path(model).write_text('{"beam": "many"}')
+    code, out, err = run_cli(capsys, "transcribe", "--model", model, "--decoder", "beam", CLIP)
+    assert code == 1 and out == "" and "am.decode.json: not a valid decode settings file" in err

@@ -6,10 +6,11 @@ Emission score of HMM state s at frame t (both scales configurable, defaults in 
 
 Two emission sources (``--hybrid-emissions``):
 
-* ``trained`` (default): the hybrid state head on the CTC model's encoder (:mod:`asr.hybrid.model`);
-  the transcriber's model is swapped for a :class:`HybridModel` that outputs CTC log-probs and state
+* ``ctc`` (default; it scored better on the bundled model's tuning speakers): the CTC model's own
+  posteriors with the CTC token topology (blank states optional).
+* ``trained``: the hybrid state head on the CTC model's encoder (:mod:`asr.hybrid.model`); the
+  transcriber's model is swapped for a :class:`HybridModel` that outputs CTC log-probs and state
   log-posteriors side by side, so word times still come from the CTC columns.
-* ``ctc``: the CTC model's own posteriors with the CTC token topology (blank states optional).
 
 The path score adds ``--alpha`` × ln P_LM(word | history) and ``--beta`` per word
 (:mod:`asr.hybrid.viterbi`). Unset flags take the values tuned for the assets (``python -m
@@ -38,7 +39,7 @@ SPECIAL_WORDS = {"<s>", "</s>", "<unk>"}
 class HybridDecoder:
     """Batch decoder with the Transcriber's `.decode(log_probs, lengths) -> list[str]` interface."""
 
-    def __init__(self, assets: HybridAssets, emissions: str = "trained", lm=None, lm_weight: float = 0.5,
+    def __init__(self, assets: HybridAssets, emissions: str = "ctc", lm=None, lm_weight: float = 0.5,
                  word_bonus: float = 1.0, acoustic_scale: float | None = None, prior_scale: float | None = None,
                  beam: float = 14.0, max_active: int = 1000, transition_scale: float = 1.0,
                  ctc_columns: int = 29, lexicon: list[str] | None = None) -> None:
@@ -96,6 +97,11 @@ def resolve_lm_path(args: argparse.Namespace, model_path: Path) -> str | None:
         raise _user_error(str(exc)) from None
 
 
+def _given(value, default):
+    """`value` unless it is None (0 is a value, to be validated, not replaced)."""
+    return default if value is None else value
+
+
 def build_hybrid_decoder(args: argparse.Namespace, transcriber) -> HybridDecoder:
     """The decoder for `asr transcribe/decode --decoder hybrid`; swaps in the hybrid model if needed."""
     from asr.decoding.lm import load_arpa
@@ -138,8 +144,8 @@ def build_hybrid_decoder(args: argparse.Namespace, transcriber) -> HybridDecoder
                              word_bonus=pick("beta", "word_bonus", 0.0),
                              acoustic_scale=pick("acoustic_scale", "acoustic_scale", 1.0),
                              prior_scale=pick("prior_scale", "prior_scale", 1.0),
-                             beam=getattr(args, "viterbi_beam", None) or 14.0,
-                             max_active=getattr(args, "max_active", None) or 1000,
+                             beam=_given(getattr(args, "viterbi_beam", None), 14.0),
+                             max_active=_given(getattr(args, "max_active", None), 1000),
                              ctc_columns=transcriber.tokenizer.vocab_size, lexicon=lexicon)
     except ValueError as exc:
         raise _user_error(f"{path}: {exc}") from None

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--model", help="CTC checkpoint (default: the bundled model)")
     parser.add_argument("--hybrid-model", default=str(DEFAULT_ASSETS), help="assets .npz (default: bundled)")
-    parser.add_argument("--emissions", choices=["trained", "ctc"], default="trained")
+    parser.add_argument("--emissions", choices=["trained", "ctc"], default="ctc")
     parser.add_argument("--lm", help="ARPA LM, or 'none' (default: the model's .decode.json LM)")
     parser.add_argument("--lexicon", action="store_true", help="use the LM's vocabulary as the lexicon")
     parser.add_argument("--prior-scales", help="κ grid (default 0:1:0.25)")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         summary = run(args)
-    except user_error_types() as exc:
+    except (*user_error_types(), ValueError) as exc:
         print(f"asr: error: {exc}", file=sys.stderr)
         return 1
     for p in summary["top"]:

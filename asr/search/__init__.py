@@ -7,3 +7,7 @@
     index.py      `asr index build|add`: candidate segments of every file → vectors + metadata
     query.py      `asr search INDEX QUERY`: ranked, merged hits
 """
+
+# Sliding-window candidates of an index (seconds); here so that the CLI needs no torch import.
+DEFAULT_WIDTHS = (0.3, 0.5, 0.8, 1.2)
+DEFAULT_HOP = 0.1

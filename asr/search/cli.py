@@ -12,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from asr.transcribe import PRETRAINED_DIR
-
-DEFAULT_SEARCH_MODEL = PRETRAINED_DIR / "search.pt"
+DEFAULT_SEARCH_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "search.pt"  # no torch import here
 
 
 def _model_path(value: str | None) -> Path:
@@ -57,7 +55,12 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     embedder = Embedder.load(_model_path(args.model), args.am)
     paths, errors = _audio_paths(args.paths)
-    widths = tuple(float(w) for w in args.widths.split(","))
+    try:
+        widths = tuple(float(w) for w in args.widths.split(","))
+    except ValueError:
+        raise UserError(f"--widths {args.widths!r}: expected comma-separated seconds, e.g. 0.3,0.5,0.8") from None
+    if not widths or min(widths) <= 0 or args.hop <= 0:
+        raise UserError("--widths and --hop must be positive seconds")
     index, more = build_index(embedder, paths, widths, args.hop)
     try:
         return _finish(index, args.out, errors + more, 0)
@@ -105,7 +108,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `index build`, `index add` and `search` on the `asr` command's sub-parsers."""
-    from asr.search.index import DEFAULT_HOP, DEFAULT_WIDTHS
+    from asr.search import DEFAULT_HOP, DEFAULT_WIDTHS
 
     p = sub.add_parser("index", help="build or extend a search-by-example index of audio files")
     index_sub = p.add_subparsers(dest="index_command", required=True)

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
-from asr.fileio import atomic_output, atomic_write_text
 from asr.checkpoint import CheckpointError
+from asr.fileio import atomic_output, atomic_write_text
+from asr.search import DEFAULT_HOP, DEFAULT_WIDTHS
 from asr.search.features import FileFeatures, SegmentFeaturizer, file_sha256
 from asr.search.model import SegmentAutoencoder, load_search_model
 from asr.search.segments import frame_db, trim_span
@@ -42,8 +43,6 @@ from asr.search.train import embed_arrays
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "asr-search-index-v1"
-DEFAULT_WIDTHS = (0.3, 0.5, 0.8, 1.2)
-DEFAULT_HOP = 0.1
 WORD_PAD_S = 0.06
 SPEECH_PROB = 0.5  # a window is kept when some step has P(non-blank) above this
 WHOLE_FILE_MAX_S = 2.0

@@ -15,7 +15,7 @@
 # Run from the repository root. Every stage is idempotent: finished work is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-stage=1; stop_stage=5
+stage=1; stop_stage=8
 data=../shared/data
 exp=exp/default
 config=recipes/default/conf/train.yaml
@@ -88,8 +88,9 @@ if want_stage 7 "decode the dev sets: greedy, beam, beam + LM (bundled settings)
 fi
 
 if want_stage 8 "hybrid HMM/Viterbi assets for the bundled model"; then
-  python -m asr train --config recipes/default/conf/hybrid.yaml --out-dir "$exp/hybrid"
-  cp "$exp/hybrid/hybrid.npz" asr/pretrained/hybrid.npz
+  if [ -f "$exp/hybrid/hybrid.npz" ]; then echo "already trained: $exp/hybrid/hybrid.npz" >&2
+  else python -m asr train --config recipes/default/conf/hybrid.yaml --out-dir "$exp/hybrid"; fi
+  cp "$exp/hybrid/hybrid.npz" asr/pretrained/.hybrid.npz.tmp && mv asr/pretrained/.hybrid.npz.tmp asr/pretrained/hybrid.npz
   for emissions in trained ctc; do
     python -m asr.hybrid.tune --manifest "$exp/data/an4/dev_tune.tsv" --emissions $emissions --write \
       | tee "$exp/hybrid/tune_$emissions.log" >&2
