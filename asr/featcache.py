@@ -229,8 +229,13 @@ def _run_tasks(tasks: list[tuple], jobs: int, total: int, progress: bool) -> lis
             futures = [pool.submit(_write_shard, task) for task in tasks]
             pending = set(futures)
             while pending:
-                _, pending = wait(pending, timeout=0.2)
+                done, pending = wait(pending, timeout=0.2)
                 _drain(channel, bar)
+                for future in done:
+                    if future.exception() is not None:  # fail now, not after every other shard
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()
             _drain(channel, bar)
             return [future.result() for future in futures]
     finally:

@@ -35,6 +35,7 @@ from asr.data import Batch, BucketBatchSampler, SpeechDataset, collate
 from asr.featcache import CachedFeatureDataset, FeatureCache, FeatureCacheError
 from asr.decoding.greedy import greedy_decode
 from asr.features import FeatureConfig, LogMel, accumulate_stats
+from asr.fileio import atomic_write_text
 from asr.manifest import Utterance, read_manifest
 from asr.metrics import cer, wer
 from asr.model import BiLSTMCTC, ModelConfig
@@ -180,9 +181,7 @@ def forget_unfinished_epochs(out_dir: Path, epoch: int) -> None:
             continue  # written again when the resumed run gets there
         kept.append(line)
     if kept != lines:
-        tmp = metrics.with_name(f".{metrics.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, metrics)
+        atomic_write_text(metrics, "".join(f"{line}\n" for line in kept))
 
 
 def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:

@@ -36,6 +36,7 @@ import yaml
 
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
 from asr.checkpoint import CheckpointError, atomic_torch_save
+from asr.fileio import atomic_output
 from asr.search.features import SegmentFeaturizer, file_sha256, load_featurizer
 from asr.search.model import (AutoencoderConfig, SegmentAutoencoder, contrastive_loss, mask_frames,
                               reconstruction_loss, save_search_model)
@@ -205,10 +206,9 @@ def cached_features(paths: list[str], featurizer: SegmentFeaturizer, cache_dir: 
     iso, iso_off = _pack(result.isolated)
     ctx, ctx_off = _pack(result.context)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp.npz")
-    np.savez(tmp, keep=np.array([index[id(s)] for s in result.segments], dtype=np.int64), iso=iso, iso_off=iso_off,
-             ctx=ctx, ctx_off=ctx_off)
-    os.replace(tmp, cache)
+    with atomic_output(cache) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, keep=np.array([index[id(s)] for s in result.segments], dtype=np.int64), iso=iso,
+                 iso_off=iso_off, ctx=ctx, ctx_off=ctx_off)
     log.info("features of %d segments (%s) in %.0f s → %s", len(result.segments), featurizer.kind,
              time.time() - started, cache)
     return result
