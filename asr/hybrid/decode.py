@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr.checkpoint import CheckpointError
 from asr.hybrid.model import HybridAssets, HybridModel, encoder_fingerprint
 from asr.hybrid.viterbi import ViterbiDecoder, ViterbiResult, build_graph
 
@@ -132,7 +133,11 @@ def build_hybrid_decoder(args: argparse.Namespace, transcriber) -> HybridDecoder
             raise _user_error(f"{path}: the state head was trained on another encoder than "
                               f"{transcriber.loaded.path} (use --hybrid-emissions ctc, or train hybrid assets for "
                               "this model)")
-        transcriber.model = HybridModel(model, assets.build_head()).to(transcriber.device).eval()
+        try:
+            head = assets.build_head()
+        except CheckpointError as exc:
+            raise _user_error(f"{path}: {exc}") from None
+        transcriber.model = HybridModel(model, head).to(transcriber.device).eval()
     defaults = assets.decode.get(emissions, {})
 
     def pick(flag: str, key: str, default: float) -> float:

@@ -103,8 +103,11 @@ class HybridAssets:
     def build_head(self) -> StateHead:
         """The trained state head (eval mode)."""
         cfg = self.head_config
-        head = StateHead(cfg["input_dim"], cfg["num_states"], cfg["hidden"], dropout=0.0)
-        head.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.head_state.items()})
+        try:
+            head = StateHead(cfg["input_dim"], cfg["num_states"], cfg["hidden"], dropout=0.0)
+            head.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.head_state.items()})
+        except (KeyError, RuntimeError) as exc:  # weights that do not fit the stored head configuration
+            raise CheckpointError(f"hybrid assets: state head does not match its configuration ({exc})") from None
         return head.eval()
 
     def save(self, path: str | os.PathLike) -> None:
