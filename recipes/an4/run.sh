@@ -52,7 +52,8 @@ fi
 if want_stage 5 "hybrid HMM/Viterbi decoding of the dev split"; then
   tail -n +2 "$exp/data/train.tsv" | cut -f6 > "$exp/data/train_text.txt"
   python -m asr lm build --order 3 --text "$exp/data/train_text.txt" -o "$exp/lm3.arpa"
-  python -m asr train --config recipes/an4/conf/hybrid.yaml --out-dir "$exp/hybrid"
+  if [ -f "$exp/hybrid/hybrid.npz" ]; then echo "already trained: $exp/hybrid/hybrid.npz" >&2
+  else python -m asr train --config recipes/an4/conf/hybrid.yaml --out-dir "$exp/hybrid"; fi
   python -m asr decode --model "$exp/train/avg.pt" --decoder hybrid --hybrid-emissions trained --hybrid-model "$exp/hybrid/hybrid.npz" \
     --lm "$exp/lm3.arpa" --manifest "$exp/data/dev.tsv" --out "$exp/decode_hybrid" > "$exp/decode_hybrid.log"
   echo "dev hybrid: $(tail -n 1 "$exp/decode_hybrid.log")" >&2
