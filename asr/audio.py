@@ -71,6 +71,12 @@ def native_sample_rate(path: str | os.PathLike) -> int:
         return int(handle.samplerate)
 
 
+def audio_duration(path: str | os.PathLike) -> float:
+    """Seconds of audio in the file, from its header (AudioError if it cannot be opened)."""
+    with _open(Path(path)) as handle:
+        return handle.frames / handle.samplerate
+
+
 def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
                  block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Yield `path` as consecutive float32 mono blocks at `sample_rate`, each (n_i,), n_i ≥ 1.

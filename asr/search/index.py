@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr.audio import SAMPLE_RATE, AudioError, load_audio
+from asr.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
 from asr.checkpoint import CheckpointError
 from asr.fileio import atomic_output, atomic_write_text
 from asr.search import DEFAULT_HOP, DEFAULT_WIDTHS
@@ -200,25 +200,33 @@ def add_files(index: SearchIndex, embedder: Embedder, paths: list[Path], batch_s
 
     known = {f["path"] for f in index.meta["files"]}
     errors: list[str] = []
-    pending: list[tuple[Path, np.ndarray, float]] = []
+    pending: list[tuple[Path, float, float]] = []  # (path, seconds from its header, band cutoff)
     for path in paths:
         key = str(Path(path).resolve())
         if key in known:
             log.info("%s: already indexed, skipped", path)
             continue
         try:
-            pending.append((Path(path), load_audio(path), band_cutoff(path)))
+            pending.append((Path(path), audio_duration(path), band_cutoff(path)))
         except AudioError as exc:
             errors.append(str(exc))
             continue
         known.add(key)
-    pending.sort(key=lambda item: len(item[1]))
+    pending.sort(key=lambda item: item[1])
     widths, hop = tuple(index.meta["widths"]), float(index.meta["hop"])
-    batch: list[tuple[Path, np.ndarray, float]] = []
+    batch: list[tuple[Path, float, float]] = []
 
     def flush() -> None:
-        results = embedder.embed_files([w for _, w, _ in batch], [c for _, _, c in batch], widths, hop)
-        for (path, wave, _), (cands, vectors, text) in zip(batch, results):
+        """Load the batch's files (only now, so memory holds one batch), embed them, append to the index."""
+        loaded = []
+        for path, _, cutoff in batch:
+            try:
+                loaded.append((path, load_audio(path), cutoff))
+            except AudioError as exc:  # e.g. truncated after a readable header
+                errors.append(str(exc))
+        results = embedder.embed_files([w for _, w, _ in loaded], [c for _, _, c in loaded], widths, hop) \
+            if loaded else []
+        for (path, wave, _), (cands, vectors, text) in zip(loaded, results):
             file_id = len(index.meta["files"])
             index.meta["files"].append({"path": str(path.resolve()), "duration": round(len(wave) / SAMPLE_RATE, 3),
                                         "text": text})
@@ -226,7 +234,7 @@ def add_files(index: SearchIndex, embedder: Embedder, paths: list[Path], batch_s
         batch.clear()
 
     for item in pending:
-        if batch and len(item[1]) / SAMPLE_RATE * (len(batch) + 1) > batch_seconds:
+        if batch and item[1] * (len(batch) + 1) > batch_seconds:
             flush()
         batch.append(item)
     if batch:
