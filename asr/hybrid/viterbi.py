@@ -195,6 +195,25 @@ def _grow_trace(tr: np.ndarray, n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _offer_token(slot, key: int, n_new: int, node: int, lm_state: int, score: float, trace_id: int, word_start: int,
+                 g_new: np.ndarray, h_new: np.ndarray, s_new: np.ndarray, tr_new: np.ndarray, ws_new: np.ndarray) -> int:
+    """Add the token (node, LM state) = `key` with `score`, or improve the one already there; returns the new count."""
+    j = slot[key] if key in slot else -1
+    if j < 0:
+        j = n_new
+        n_new += 1
+        slot[key] = j
+        g_new[j] = node
+        h_new[j] = lm_state
+    elif score <= s_new[j]:
+        return n_new
+    s_new[j] = score
+    tr_new[j] = trace_id
+    ws_new[j] = word_start
+    return n_new
+
+
+@numba.njit(cache=True)
 def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_exit: np.ndarray,
              is_tree: np.ndarray, succ_ptr: np.ndarray, succ_idx: np.ndarray, exit_word: np.ndarray,
              entries: np.ndarray, final_boundary: np.ndarray, word_lm: np.ndarray,
@@ -262,21 +281,8 @@ def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_e
                 start = ws_cur[i]
                 if is_tree[target] and not is_tree[g]:
                     start = t
-                key = target * n_lm + h + 1
-                j = slot[key] if key in slot else -1
-                if j < 0:
-                    j = n_new
-                    n_new += 1
-                    slot[key] = j
-                    g_new[j] = target
-                    h_new[j] = h
-                    s_new[j] = score
-                    tr_new[j] = tr_cur[i]
-                    ws_new[j] = start
-                elif score > s_new[j]:
-                    s_new[j] = score
-                    tr_new[j] = tr_cur[i]
-                    ws_new[j] = start
+                n_new = _offer_token(slot, target * n_lm + h + 1, n_new, target, h, score, tr_cur[i], start,
+                                     g_new, h_new, s_new, tr_new, ws_new)
                 if score > best:
                     best = score
             # Word exit: LM score, a trace entry, then every entry node under the new LM state.
@@ -302,21 +308,8 @@ def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_e
                     score = exited + row[node_col[e]]
                     if score < best - beam:
                         continue
-                    key = e * n_lm + h2 + 1
-                    j = slot[key] if key in slot else -1
-                    if j < 0:
-                        j = n_new
-                        n_new += 1
-                        slot[key] = j
-                        g_new[j] = e
-                        h_new[j] = h2
-                        s_new[j] = score
-                        tr_new[j] = tr_id
-                        ws_new[j] = t
-                    elif score > s_new[j]:
-                        s_new[j] = score
-                        tr_new[j] = tr_id
-                        ws_new[j] = t
+                    n_new = _offer_token(slot, e * n_lm + h2 + 1, n_new, e, h2, score, tr_id, t,
+                                         g_new, h_new, s_new, tr_new, ws_new)
                     if score > best:
                         best = score
         # Prune: beam around the best, then at most max_active tokens.
