@@ -134,8 +134,12 @@ class Transcriber:
                      with_words: bool | list[bool] = True) -> list[tuple[str, list[WordSpan]]]:
         """One batch of 16 kHz waveforms → (text, words relative to each wave) per wave."""
         log_probs, lengths = self.log_probs(waves, cutoffs)  # (B, T', V), (B,)
-        texts = self.decoder.decode(log_probs, lengths)
         wanted = with_words if isinstance(with_words, list) else [with_words] * len(waves)
+        if hasattr(self.decoder, "decode_words"):  # the decoder times its own words (hybrid Viterbi)
+            decoded = self.decoder.decode_words(log_probs, lengths, self.tokenizer, self.frame_shift_s)
+            return [(text, clamp_words(words, len(wave) / SAMPLE_RATE) if want else [])
+                    for (text, words), wave, want in zip(decoded, waves, wanted)]
+        texts = self.decoder.decode(log_probs, lengths)
         results = []
         for i, text in enumerate(texts):
             words = []
@@ -143,7 +147,7 @@ class Transcriber:
                 duration = len(waves[i]) / SAMPLE_RATE
                 try:
                     words = align_words(log_probs[i, : lengths[i]], text, self.tokenizer, self.frame_shift_s)
-                except ValueError:  # a decoder (e.g. hybrid) may output more labels than CTC frames can hold
+                except ValueError:  # a decoder may output more labels than the CTC frames can hold
                     words = spread_words(text, duration)
                 words = clamp_words(words, duration)
             results.append((text, words))

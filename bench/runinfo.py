@@ -41,3 +41,19 @@ def git_commit() -> str:
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write `data` as indented JSON atomically (a crash leaves no half file)."""
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def finish_report(report: dict, wall_start: float, hardware: str, json_path: str | None) -> None:
+    """Close a benchmark run: store the wall time, print the hardware / commit / wall line and the
+    command that reproduces it, and write the JSON report if asked for.
+
+    `report` must hold "commit" and "command"; `hardware` describes the machine for the printed line.
+    """
+    import time
+
+    report["wall_s"] = time.perf_counter() - wall_start
+    print(f"\nhardware: {hardware} | commit {report['commit']} | wall {report['wall_s']:.1f} s")
+    print(f"command: {report['command']}")
+    if json_path:
+        write_json_atomic(Path(json_path), report)
+        print(f"wrote {json_path}")

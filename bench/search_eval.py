@@ -19,6 +19,12 @@ against the whole collection, median of `--latency-queries`, features of the que
 Then an index of all held-out recordings is built with the first model (candidate words + sliding
 windows, typically > 10,000 segments) and one query against it is timed end to end (`asr search`
 without the process start and model loading), beside DTW-MFCC over the same candidates.
+
+Located: before that top-up, every held-out segment is searched for in the index of the held-out
+recordings as a user would (`asr search`, top 10), and a hit counts when its midpoint falls inside a
+true occurrence of the word in another recording (P@1, P@5, MAP@10); a spread-out subset of the
+queries (`--located-dtw-queries`) is also ranked by DTW-MFCC over the same candidates with the same
+merging of overlapping hits.
 """
 
 from __future__ import annotations
@@ -115,6 +121,74 @@ def retrieval_metrics(similarity: np.ndarray, words: np.ndarray, speakers: np.nd
     return result
 
 
+def evaluate_located(index, emb, segments: list[Segment], pieces: list[np.ndarray], cutoffs: list[float],
+                     waves_by_file: dict, dtw_queries: int) -> dict:
+    """Every held-out segment as a query against the held-out index (`asr search`, top 10); the first
+    `dtw_queries` of them (a fixed, spread-out subset) also ranked by DTW-MFCC over the same candidates
+    with the same merging of overlapping hits, and by our embeddings on that subset for comparison."""
+    import os
+
+    from asr.search.query import rank_candidates, search
+
+    real = [os.path.realpath(s.source) for s in segments]
+    occurrences: dict[str, list[tuple[str, float, float]]] = {}
+    for seg, path in zip(segments, real):
+        occurrences.setdefault(seg.word, []).append((path, seg.start, seg.end))
+    words = [s.word for s in segments]
+    top = 10 + 5  # a few spare hits: those in the query's own recording are dropped
+    ranked = [[(os.path.realpath(h.path), h.start, h.end) for h in search(index, emb, pieces[q], cutoffs[q], top=top)]
+              for q in range(len(segments))]
+    rankings = {"emb (asr search)": located_metrics(ranked, words, real, occurrences)}
+    if dtw_queries > 0:
+        subset = np.unique(np.linspace(0, len(segments) - 1, min(dtw_queries, len(segments))).astype(int))
+        files = [os.path.realpath(f["path"]) for f in index.meta["files"]]
+        wave_of = {os.path.realpath(p): w for p, w in waves_by_file.items()}
+        cand = [mfcc_frames(cut(wave_of[files[f]], float(s), float(e)))
+                for f, s, e in zip(index.file, index.start, index.end)]
+        dtw_ranked = []
+        for q in subset:
+            query = mfcc_frames(pieces[q])
+            scores = -np.array([mfcc_distance(query, m) for m in cand])
+            dtw_ranked.append([(files[int(index.file[c])], float(index.start[c]), float(index.end[c]))
+                               for c, _ in rank_candidates(scores, index.file, index.start, index.end, top)])
+        pick = [words[q] for q in subset], [real[q] for q in subset]
+        rankings[f"emb, same {len(subset)} queries"] = located_metrics([ranked[q] for q in subset], *pick, occurrences)
+        rankings[f"dtw-mfcc, same {len(subset)} queries"] = located_metrics(dtw_ranked, *pick, occurrences)
+    return {"candidates": len(index), "files": len(index.meta["files"]), "rankings": rankings}
+
+
+def located_metrics(ranked: list[list[tuple[str, float, float]]], query_words: list[str], query_files: list[str],
+                    occurrences: dict[str, list[tuple[str, float, float]]], k: int = 10) -> dict[str, float]:
+    """Index-level retrieval: are the returned places where the query's word is really spoken?
+
+    `ranked[q]`: (path, start, end) hits of query q, best first. Hits in the query's own recording are
+    dropped (it was cut from there); a hit is correct when its midpoint falls inside a not yet found
+    occurrence of the query's word (`occurrences[word]`: (path, start, end) of every true one).
+    Returns P@1, P@5 and MAP@k (AP over the first k hits, normalised by min(k, occurrences elsewhere))
+    over the queries whose word is spoken in at least one other indexed recording.
+    """
+    p1, p5, aps = [], [], []
+    for hits, word, own in zip(ranked, query_words, query_files):
+        truth = [o for o in occurrences.get(word, []) if o[0] != own]
+        if not truth:
+            continue
+        found: set[int] = set()
+        correct = []
+        for path, start, end in [h for h in hits if h[0] != own][:k]:
+            mid = 0.5 * (start + end)
+            match = next((i for i, (p, s, e) in enumerate(truth) if i not in found and p == path and s <= mid <= e), None)
+            if match is not None:
+                found.add(match)
+            correct.append(match is not None)
+        correct_arr = np.array(correct + [False] * (k - len(correct)), dtype=bool)
+        precision = np.cumsum(correct_arr) / np.arange(1, k + 1)
+        aps.append(float((precision * correct_arr).sum() / min(k, len(truth))))
+        p1.append(float(correct_arr[0]))
+        p5.append(float(correct_arr[:5].mean()))
+    return {"queries": len(aps), "p1": float(np.mean(p1)) if aps else float("nan"),
+            "p5": float(np.mean(p5)) if aps else float("nan"), "map": float(np.mean(aps)) if aps else float("nan")}
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-size", type=int, default=10000, help="candidates wanted in the timed index")
     parser.add_argument("--filler", default="exp/default/data/an4/train.tsv",
                         help="manifest whose recordings top the timed index up to --index-size (timing only)")
+    parser.add_argument("--located-dtw-queries", type=int, default=100,
+                        help="queries also ranked by DTW-MFCC over the held-out index's candidates (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write every number here too")
     args = parser.parse_args(argv)
@@ -233,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         index, _ = build_index(emb, files)
         build_s = time.time() - t0
+        located = evaluate_located(index, emb, segments, pieces, cutoffs, waves_by_file, args.located_dtw_queries)
         if len(index) < args.index_size and args.filler:
             # Timing only: top the held-out collection up to --index-size candidates with more recordings.
             from asr.manifest import read_manifest
@@ -260,11 +337,17 @@ def main(argv: list[str] | None = None) -> int:
 
         dtw_ms = 1000 * query_latency(dtw_index_query, args.index_dtw_queries)
         index_result = {"candidates": len(index), "files": len(index.meta["files"]), "build_s": round(build_s, 1),
-                        "emb_query_ms": search_ms, "emb_search_only_ms": search_only_ms, "dtw_mfcc_query_ms": dtw_ms}
+                        "emb_query_ms": search_ms, "emb_search_only_ms": search_only_ms, "dtw_mfcc_query_ms": dtw_ms,
+                        "located": located}
         print(f"index of {len(index)} candidate segments ({len(index.meta['files'])} files; held-out ones "
               f"built in {build_s:.0f} s): "
               f"asr search {search_ms:.1f} ms/query (of which ranking + merging {search_only_ms:.2f} ms), "
               f"DTW-MFCC {dtw_ms:.0f} ms/query ({dtw_ms / search_ms:.0f}× slower)")
+        print(f"\nlocated in the held-out index ({located['candidates']} candidates of {located['files']} recordings; "
+              "a hit counts when its midpoint falls inside a true occurrence of the word in another recording):")
+        print(f"  {'ranking':34s} {'queries':>7s} {'P@1':>6s} {'P@5':>6s} {'MAP@10':>7s}")
+        for name, m in located["rankings"].items():
+            print(f"  {name:34s} {m['queries']:7d} {m['p1']:6.3f} {m['p5']:6.3f} {m['map']:7.3f}")
 
     if args.json:
         from runinfo import cpu_model, git_commit, write_json_atomic

@@ -49,7 +49,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from runinfo import cpu_model, git_commit, write_json_atomic  # noqa: E402  (bench/ is on sys.path)
+from runinfo import cpu_model, finish_report, git_commit  # noqa: E402  (bench/ is on sys.path)
 from asr.audio import SAMPLE_RATE  # noqa: E402
 from asr.augment import spec_augment  # noqa: E402
 from asr.data import BucketBatchSampler, Example, FeatureExample, SpeechDataset, collate  # noqa: E402
@@ -445,15 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         label = f"DataLoader, {inputs['featcache_loader_workers']} worker(s)"
         print(f"  {label:<38}: {inputs['featcache_loader_audio_s_per_s']:10.1f} audio s/s   = {r['featcache_loader_vs_train']:.2f} x training "
               f"rate -> {'keeps up' if r['featcache_loader_vs_train'] >= 1 else 'the INPUT PIPELINE is the bottleneck'}")
-    report["wall_s"] = time.perf_counter() - wall_start
     hw = report["hardware"]
-    print(f"\nhardware: {device_name} | host {hw['cpu']}, {hw['logical_cpus']} logical CPUs, torch threads "
-          f"{hw['torch_threads']}, load avg {hw['load_average_1m']:.2f} | torch {report['torch']} "
-          f"| commit {report['commit']} | wall {report['wall_s']:.1f} s")
-    print(f"command: {report['command']}")
-    if args.json:
-        write_json_atomic(Path(args.json), report)
-        print(f"wrote {args.json}")
+    finish_report(report, wall_start, f"{device_name} | host {hw['cpu']}, {hw['logical_cpus']} logical CPUs, torch "
+                  f"threads {hw['torch_threads']}, load avg {hw['load_average_1m']:.2f} | torch {report['torch']}", args.json)
     return 0
 
 

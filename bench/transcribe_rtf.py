@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from runinfo import cpu_model, git_commit, write_json_atomic  # noqa: E402  (bench/ is on sys.path)
+from runinfo import cpu_model, finish_report, git_commit  # noqa: E402  (bench/ is on sys.path)
 from asr.audio import SAMPLE_RATE, AudioError, load_audio  # noqa: E402
 from asr.checkpoint import CheckpointError  # noqa: E402
 from asr.manifest import ManifestError, read_manifest  # noqa: E402
@@ -239,15 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     print("note: PocketSphinx uses its generic en-us LM and dictionary, not one fitted to this corpus, "
           "so the WER columns are not a fair accuracy comparison; the RTF ratio is the point.")
     print("note: RTF includes audio loading and features; model loading and one warm-up pass are excluded.")
-    report["wall_s"] = time.perf_counter() - wall_start
     hw = report["hardware"]
-    print(f"\nhardware: {hw['cpu']}, {hw['logical_cpus']} logical CPUs, torch threads {hw['torch_threads']}, "
-          f"load avg {hw['load_average_1m']:.2f} | torch {report['torch']} | pocketsphinx {report['pocketsphinx']} "
-          f"| commit {report['commit']} | wall {report['wall_s']:.1f} s")
-    print(f"command: {report['command']}")
-    if args.json:
-        write_json_atomic(Path(args.json), report)
-        print(f"wrote {args.json}")
+    finish_report(report, wall_start, f"{hw['cpu']}, {hw['logical_cpus']} logical CPUs, torch threads "
+                  f"{hw['torch_threads']}, load avg {hw['load_average_1m']:.2f} | torch {report['torch']} "
+                  f"| pocketsphinx {report['pocketsphinx']}", args.json)
     return 0
 
 

@@ -281,3 +281,17 @@ def test_manifest_problems_stop_training_before_it_starts(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1
     assert f"{manifest}:4: duplicate utt_id" in err and "(and 2 more problems in this manifest)" in err
     assert not Path(config["out_dir"]).exists()  # nothing was started
+
+
+def test_atomic_write_is_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    """The temporary file's data reaches the disk before the rename, and the rename itself after."""
+    from asr import fileio
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    fileio.atomic_write_text(tmp_path / "out.txt", "hello\n")
+    assert events == ["fsync", "replace", "fsync"]
+    assert (tmp_path / "out.txt").read_text() == "hello\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"], "no temporary file left behind"

@@ -211,6 +211,31 @@ def test_transcribe_jsonl_has_timed_words(capsys):
     times = [(w["start"], w["end"]) for w in row["words"]]
     assert all(0 <= s < e <= row["duration"] for s, e in times)
     assert all(a[1] <= b[0] + 1e-6 for a, b in zip(times, times[1:]))
+    assert all(0 < w["conf"] <= 1 for w in row["words"]), row["words"]
+
+
+@needs_bundle
+def test_word_times_are_the_viterbi_boundaries_and_agree_with_ctc_alignment():
+    """decode_words reports the Viterbi path's own word frames; they land within 0.15 s of where a
+    CTC forced alignment of the same text puts the words."""
+    from asr.audio import load_audio
+    from asr.decoding.align import align_words
+    from argparse import Namespace
+
+    from asr.hybrid.decode import build_hybrid_decoder
+    from asr.transcribe import Transcriber
+
+    transcriber = Transcriber.from_pretrained(device="cpu")
+    decoder = build_hybrid_decoder(Namespace(lm=None), transcriber)  # the CLI's defaults: bundled LM, tuned scales
+    log_probs, lengths = transcriber.log_probs([load_audio(REPO / "tests/data/an4/an4-mblw-b.flac")])
+    [result] = decoder.decode_results(log_probs, lengths)
+    [(text, words)] = decoder.decode_words(log_probs, lengths, transcriber.tokenizer, transcriber.frame_shift_s)
+    shift = transcriber.frame_shift_s
+    assert text == "ENTER SEVENTY TWO" == " ".join(w.word for w in words)
+    assert [(w.start, w.end) for w in words] == [(s * shift, e * shift) for s, e in zip(result.starts, result.ends)]
+    ctc = align_words(log_probs[0, : lengths[0]], text, transcriber.tokenizer, shift)
+    for ours, ref in zip(words, ctc):
+        assert ours.start - 0.15 <= ref.start and ref.end <= ours.end + 0.15, (ours, ref)
 
 
 @needs_bundle

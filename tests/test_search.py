@@ -102,7 +102,8 @@ def test_reconstruction_loss_falls_on_real_segments(fsdd):
 
 
 def test_train_cli_writes_a_search_model(tmp_path, fsdd, capsys):
-    """`asr train --config` with `task: autoencoder` trains the contrastive variant and writes model.pt."""
+    """`asr train --config` with `task: autoencoder` trains the contrastive variant (with speed-perturbed
+    views) and writes model.pt."""
     from asr.search.model import load_search_model
     from asr.search.segments import Segment, write_segments
 
@@ -112,7 +113,7 @@ def test_train_cli_writes_a_search_model(tmp_path, fsdd, capsys):
     config = tmp_path / "ae.yaml"
     config.write_text(f"""task: autoencoder
 out_dir: {tmp_path / 'out'}
-data: {{train: [{tmp_path / 'train.tsv'}], valid_speakers: [lucas]}}
+data: {{train: [{tmp_path / 'train.tsv'}], valid_speakers: [lucas], speed_factors: [0.9, 1.1]}}
 model: {{input: logmel, hidden_size: 32, num_layers: 1, embed_dim: 64, decoder_hidden: 32}}
 objective: {{variant: contrastive}}
 optim: {{epochs: 2, words_per_batch: 4, per_word: 2}}
@@ -123,6 +124,21 @@ optim: {{epochs: 2, words_per_batch: 4, per_word: 2}}
     assert model.config.input == "logmel" and model.config.embed_dim == 64 and info["train_segments"] == 8
     lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "valid_ap" in json.loads(lines[-1])
+    assert len(list((tmp_path / "out" / "cache").glob("logmel-*.npz"))) == 3, "one feature cache per speed"
+
+
+def test_speed_perturbed_segment_features(fsdd):
+    """A segment of a recording played 1.25× faster has 1/1.25 of the frames, in both views."""
+    from asr.search.features import SegmentFeaturizer
+    from asr.search.segments import Segment
+    from asr.search.train import compute_features
+
+    featurizer = SegmentFeaturizer("logmel")
+    segment = Segment(fsdd / "3_george_0.wav", "3", 0.05, 0.35, "george")
+    plain = compute_features([segment], featurizer)
+    fast = compute_features([segment], featurizer, speed=1.25)
+    for a, b in ((plain.isolated[0], fast.isolated[0]), (plain.context[0], fast.context[0])):
+        assert abs(len(b) - len(a) / 1.25) <= 2, (len(a), len(b))
 
 
 def top_hits(capsys, index: Path, query: Path, top: int) -> list[dict]:
@@ -216,3 +232,24 @@ def test_bad_inputs_are_one_line_errors(tmp_path, digit_index, capsys):
     for flag, value in (("--widths", "a"), ("--hop", "0")):
         code, _, err = run_cli(capsys, "index", "build", flag, value, JACKSON_3, "-o", tmp_path / "y")
         assert code == 1 and len(err.strip().splitlines()) == 1 and "--widths" in err, err
+
+
+def test_index_and_its_model_can_move_together(tmp_path, search_model, capsys):
+    """An index finds its (non-bundled) search model again after both moved; without it: one clear line."""
+    import torch
+
+    state = torch.load(search_model, weights_only=True)
+    state["info"] = {**state["info"], "note": "a copy, so that its SHA-256 differs from the bundled model"}
+    home = tmp_path / "project"
+    (home / "models").mkdir(parents=True)
+    torch.save(state, home / "models" / "mine.pt")
+    code, _, err = run_cli(capsys, "index", "build", "--model", home / "models" / "mine.pt", JACKSON_3,
+                           "-o", home / "jackson.index")
+    assert code == 0, err
+    moved = tmp_path / "elsewhere"
+    home.rename(moved)
+    code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3, "--top", "1")
+    assert code == 0 and float(out.split("\t")[3]) > 0.99, err
+    (moved / "models" / "mine.pt").unlink()
+    code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3)
+    assert code == 1 and out == "" and "not there any more" in err and len(err.strip().splitlines()) == 1

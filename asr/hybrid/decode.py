@@ -10,7 +10,10 @@ Two emission sources (``--hybrid-emissions``):
   posteriors with the CTC token topology (blank states optional).
 * ``trained``: the hybrid state head on the CTC model's encoder (:mod:`asr.hybrid.model`); the
   transcriber's model is swapped for a :class:`HybridModel` that outputs CTC log-probs and state
-  log-posteriors side by side, so word times still come from the CTC columns.
+  log-posteriors side by side.
+
+Word times (``--format jsonl``) are the Viterbi path's own word boundaries; a word's confidence is
+the mean posterior of its letters under a CTC alignment inside those frames.
 
 The path score adds ``--alpha`` × ln P_LM(word | history) and ``--beta`` per word
 (:mod:`asr.hybrid.viterbi`). Unset flags take the values tuned for the assets (``python -m
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from asr.checkpoint import CheckpointError
+from asr.decoding.align import WordSpan, align_words
 from asr.hybrid.model import HybridAssets, HybridModel, encoder_fingerprint
 from asr.hybrid.viterbi import ViterbiDecoder, ViterbiResult, build_graph
 
@@ -76,6 +80,27 @@ class HybridDecoder:
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         return [" ".join(r.words) for r in self.decode_results(log_probs, lengths)]
+
+    def decode_words(self, log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame_shift_s: float
+                     ) -> list[tuple[str, list[WordSpan]]]:
+        """(B, T, V[+S]) log-probs → (text, timed words) per utterance, times from the Viterbi path.
+
+        A word spans frames [start, end) of its best path; its confidence is the mean letter score
+        of a CTC forced alignment of the word inside those frames (0 when they are too few).
+        """
+        ctc = log_probs[..., : tokenizer.vocab_size].detach().float().cpu().numpy()  # (B, T, V)
+        out = []
+        for b, result in enumerate(self.decode_results(log_probs, lengths)):
+            spans = []
+            for word, start, end in zip(result.words, result.starts, result.ends):
+                try:
+                    letters = align_words(ctc[b, start:end], word, tokenizer, frame_shift_s)
+                    conf = float(np.mean([w.conf for w in letters])) if letters else 0.0
+                except ValueError:
+                    conf = 0.0
+                spans.append(WordSpan(word, start * frame_shift_s, end * frame_shift_s, conf))
+            out.append((" ".join(result.words), spans))
+        return out
 
 
 def _user_error(message: str) -> Exception:

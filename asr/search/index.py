@@ -251,6 +251,14 @@ def build_index(embedder: Embedder, paths: list[Path], widths: tuple[float, ...]
     return index, errors
 
 
+def _relative(model: str, folder: Path) -> str | None:
+    """The model's path relative to the index folder, so the pair can move together (None across drives)."""
+    try:
+        return os.path.relpath(model, folder.resolve())
+    except ValueError:
+        return None
+
+
 def save_index(index: SearchIndex, folder: str | os.PathLike) -> None:
     """Write the index into `folder` atomically (vectors file first, then index.json; old vectors removed)."""
     folder = Path(folder)
@@ -267,7 +275,8 @@ def save_index(index: SearchIndex, folder: str | os.PathLike) -> None:
         digest = file_sha256(tmp)
     name = f"vectors-{digest[:12]}.npz"
     os.replace(staging, folder / name)
-    meta = {**index.meta, "vectors": name, "vectors_sha256": digest, "count": len(index)}
+    meta = {**index.meta, "vectors": name, "vectors_sha256": digest, "count": len(index),
+            "model_relative": _relative(index.meta["model"], folder)}
     atomic_write_text(folder / "index.json", json.dumps(meta, indent=1) + "\n")
     for old in folder.glob("vectors-*.npz"):
         if old.name != name:

@@ -80,10 +80,31 @@ def load_for_search(index_path: str | Path, model: str | Path | None = None, am:
     from asr.search.index import load_index
 
     index = load_index(index_path)
-    path = Path(model) if model else Path(index.meta["model"])
-    if not path.is_file():
-        raise CheckpointError(f"{index_path}: built with search model {path}, which is not there (pass --model)")
-    if file_sha256(path) != index.meta["model_sha256"]:
-        raise CheckpointError(f"{path}: not the search model {index_path} was built with "
-                              f"(rebuild the index with `asr index build --model {path}`)")
+    if model:
+        path = Path(model)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: search model not found")
+        if file_sha256(path) != index.meta["model_sha256"]:
+            raise CheckpointError(f"{path}: not the search model {index_path} was built with "
+                                  f"(rebuild the index with `asr index build --model {path}`)")
+        return index, Embedder.load(path, am)
+    path = find_index_model(Path(index_path), index.meta)
+    if path is None:
+        raise CheckpointError(f"{index_path}: built with search model {index.meta['model']}, which is not there "
+                              "any more (pass --model)")
     return index, Embedder.load(path, am)
+
+
+def find_index_model(index_path: Path, meta: dict) -> Path | None:
+    """The search model an index was built with, by SHA-256: at its recorded path, or, when the index
+    or the repository was moved, at the same path relative to the index, or the bundled model."""
+    from asr.search.cli import DEFAULT_SEARCH_MODEL
+    from asr.search.features import file_sha256
+
+    candidates = [Path(meta["model"]), DEFAULT_SEARCH_MODEL]
+    if meta.get("model_relative"):
+        candidates.insert(1, index_path / meta["model_relative"])
+    for path in candidates:
+        if path.is_file() and file_sha256(path) == meta["model_sha256"]:
+            return path
+    return None

@@ -4,17 +4,20 @@ YAML sections (see recipes/search/conf/*.yaml):
 
     task: autoencoder
     out_dir: exp/search/contrastive
-    data:   {train: [segments.tsv, ...], valid: [segments.tsv, ...], am_model: null, max_seconds: 2.0}
+    data:   {train: [segments.tsv, ...], valid: [segments.tsv, ...], am_model: null, max_seconds: 2.0,
+             speed_factors: [0.9, 1.1]}
     model:  {input: am+logmel, hidden_size: 256, num_layers: 2, embed_dim: 128, ...}   (AutoencoderConfig)
     objective: {variant: contrastive, recon_weight: 1.0, ...}                    (ObjectiveConfig)
     optim:  {epochs: 30, lr: 2.0e-3, words_per_batch: 32, per_word: 4, ...}      (OptimConfig)
 
 Segment features are computed once (two views per segment: the segment cut out and run through
 the front end alone, and the segment's slice of its whole recording's features, which is what
-the index sees) and cached in `out_dir/cache/`. Batches hold `words_per_batch` words with
-`per_word` instances each, every instance in a random view. Each epoch writes `last.pt` (with
-optimiser state, for `--resume`) and a line of `metrics.jsonl` (with the same-different AP of the
-`valid` segments when given); the end of the run writes `model.pt`, the search model.
+the index sees) and cached in `out_dir/cache/`; each of `speed_factors` adds both views of the
+segment in its recording played that much faster (one more cache each). Batches hold
+`words_per_batch` words with `per_word` instances each, every instance in a random view. Each
+epoch writes `last.pt` (with optimiser state, for `--resume`) and a line of `metrics.jsonl` (with
+the same-different AP of the `valid` segments when given, words of at least `valid_min_chars`
+letters); the end of the run writes `model.pt`, the search model.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class DataSection:
     am_model: str | None = None  # acoustic model for `am` input and the alignment (default: bundled)
     max_seconds: float = 2.0  # longer training segments are skipped
     context_views: bool = True  # also train on slices of whole-recording features
+    speed_factors: list[float] = field(default_factory=list)  # extra speed-perturbed views, e.g. [0.9, 1.1]
+    valid_min_chars: int = 3  # valid AP over words of at least this many letters (as bench/search_eval.py)
 
 
 @dataclass
@@ -142,8 +147,14 @@ def cut(wave: np.ndarray, start: float, end: float) -> np.ndarray:
     return wave[int(start * SAMPLE_RATE): max(int(start * SAMPLE_RATE) + 1, int(end * SAMPLE_RATE))]
 
 
-def compute_features(segments: list[Segment], featurizer: SegmentFeaturizer, files_per_batch: int = 16) -> SegmentSet:
-    """Both views of every segment; files are read once (segments of unreadable files are dropped)."""
+def compute_features(segments: list[Segment], featurizer: SegmentFeaturizer, files_per_batch: int = 16,
+                     speed: float = 1.0) -> SegmentSet:
+    """Both views of every segment; files are read once (segments of unreadable files are dropped).
+
+    `speed` ≠ 1 plays every recording that many times faster first (speed perturbation: tempo and
+    pitch change together, as in Kaldi); segment times are scaled to match.
+    """
+    from asr.augment import speed_perturb
     from asr.transcribe import band_cutoff
 
     by_file: dict[Path, list[int]] = defaultdict(list)
@@ -156,7 +167,7 @@ def compute_features(segments: list[Segment], featurizer: SegmentFeaturizer, fil
         waves, cutoffs, names = [], [], []
         for path in files[first: first + files_per_batch]:
             try:
-                waves.append(load_audio(path))
+                waves.append(speed_perturb(load_audio(path), speed))
             except AudioError as exc:
                 log.warning("skipped: %s", exc)
                 continue
@@ -166,8 +177,9 @@ def compute_features(segments: list[Segment], featurizer: SegmentFeaturizer, fil
         pieces, piece_cutoffs, piece_ids = [], [], []
         for path, wave, cutoff, feats in zip(names, waves, cutoffs, whole):
             for i in by_file[path]:
-                context[i] = featurizer.slice_frames(feats, segments[i].start, segments[i].end)
-                pieces.append(cut(wave, segments[i].start, segments[i].end))
+                start, end = segments[i].start / speed, segments[i].end / speed
+                context[i] = featurizer.slice_frames(feats, start, end)
+                pieces.append(cut(wave, start, end))
                 piece_cutoffs.append(cutoff)
                 piece_ids.append(i)
         for i, feats in zip(piece_ids, featurizer.segments(pieces, piece_cutoffs)):
@@ -187,13 +199,16 @@ def _unpack(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [data[offsets[i]: offsets[i + 1]].astype(np.float32) for i in range(len(offsets) - 1)]
 
 
-def cached_features(paths: list[str], featurizer: SegmentFeaturizer, cache_dir: Path, am_sha: str) -> SegmentSet:
-    """`compute_features` of the segments in `paths`, cached (npz, no pickle) by content hash."""
+def cached_features(paths: list[str], featurizer: SegmentFeaturizer, cache_dir: Path, am_sha: str,
+                    speed: float = 1.0) -> SegmentSet:
+    """`compute_features` of the segments in `paths` (at `speed`), cached (npz, no pickle) by content hash."""
     segments = [s for p in paths for s in read_segments(p)]
     key = hashlib.sha256()
     for p in paths:
         key.update(Path(p).read_bytes())
     key.update(f"{featurizer.kind}:{am_sha if featurizer.kind.startswith('am') else ''}".encode())
+    if speed != 1.0:
+        key.update(f":speed={speed}".encode())
     cache = cache_dir / f"{featurizer.kind}-{key.hexdigest()[:16]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as npz:
@@ -202,7 +217,7 @@ def cached_features(paths: list[str], featurizer: SegmentFeaturizer, cache_dir: 
                               _unpack(npz["ctx"], npz["ctx_off"]))
     started = time.time()
     index = {id(s): i for i, s in enumerate(segments)}
-    result = compute_features(segments, featurizer)
+    result = compute_features(segments, featurizer, speed=speed)
     iso, iso_off = _pack(result.isolated)
     ctx, ctx_off = _pack(result.context)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +300,21 @@ def partners(labels: np.ndarray, speakers: np.ndarray, rng: np.random.Generator)
     return out
 
 
+def perturbed_views(plain: SegmentSet, paths: list[str], featurizer: SegmentFeaturizer, cache_dir: Path,
+                    am_sha: str, speed: float) -> SegmentSet:
+    """The segments of `plain` again, from recordings played `speed` times faster (same order)."""
+    views = cached_features(paths, featurizer, cache_dir, am_sha, speed=speed)
+    if [(s.source, s.start) for s in views.segments] != [(s.source, s.start) for s in plain.segments]:
+        raise ValueError(f"speed {speed}: the perturbed recordings did not all read back; check the audio files")
+    return views
+
+
+def pick_view(iso: list[list[np.ndarray]], ctx: list[list[np.ndarray]], i: int, rng: np.random.Generator) -> np.ndarray:
+    """Segment `i` in a random view: a random speed (when there are several), then cut-out or in-context."""
+    speed = int(rng.integers(len(iso))) if len(iso) > 1 else 0
+    return ctx[speed][i] if rng.random() < 0.5 else iso[speed][i]
+
+
 def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> Path:
     """Train and write `out_dir/model.pt`; returns its path."""
     torch.manual_seed(config.seed)
@@ -309,10 +339,16 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
         extra = SegmentSet(*([getattr(train_set, k)[i] for i in moved] for k in ("segments", "isolated", "context")))
         valid_set = extra if valid_set is None else SegmentSet(
             valid_set.segments + extra.segments, valid_set.isolated + extra.isolated, valid_set.context + extra.context)
+    scored = [] if valid_set is None else [i for i, s in enumerate(valid_set.segments)
+                                           if len(s.word.replace("'", "")) >= config.data.valid_min_chars]
+    if valid_set is not None and len(scored) < 2:  # too few long words: score them all
+        scored = list(range(len(valid_set.segments)))
     max_frames = int(config.data.max_seconds / featurizer.frame_shift_s)
     keep = [i for i, x in enumerate(train_set.isolated) if len(x) <= max_frames and train_set.segments[i].speaker not in held]
-    iso = [train_set.isolated[i] for i in keep]
-    ctx = [train_set.context[i] for i in keep] if config.data.context_views else iso
+    view_sets = [train_set] + [perturbed_views(train_set, config.data.train, featurizer, out_dir / "cache", am_sha, f)
+                               for f in config.data.speed_factors]
+    iso = [[views.isolated[i] for i in keep] for views in view_sets]  # [speed][segment] (T, D)
+    ctx = [[views.context[i] for i in keep] for views in view_sets] if config.data.context_views else iso
     words = [train_set.segments[i].word for i in keep]
     vocab = {w: i for i, w in enumerate(sorted(set(words)))}
     labels = np.array([vocab[w] for w in words])
@@ -321,7 +357,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
 
     config.model.input_dim = featurizer.dim
     model = SegmentAutoencoder(config.model)
-    frames = np.concatenate(iso)
+    frames = np.concatenate(iso[0])
     model.set_stats(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
     opt = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     sampler = WordBatchSampler(labels, config.optim.words_per_batch, config.optim.per_word, config.seed)
@@ -347,7 +383,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
         model.train()
         started, sums, steps = time.time(), defaultdict(float), 0
         for batch in sampler:
-            views = [ctx[i] if rng.random() < 0.5 else iso[i] for i in batch]
+            views = [pick_view(iso, ctx, i, rng) for i in batch]
             feats, lengths = pad_batch(views)  # (B, T, D)
             clean = model.normalize(feats, lengths)
             z = model.embed(mask_frames(clean, weights["mask_prob"]) if model.training else clean, lengths,
@@ -376,8 +412,8 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
         row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "lr": schedule.get_last_lr()[0],
                "seconds": round(time.time() - started, 1)}
         if valid_set is not None:
-            row["valid_ap"] = same_different_ap(embed_arrays(model, valid_set.isolated),
-                                                [s.word for s in valid_set.segments])
+            row["valid_ap"] = same_different_ap(embed_arrays(model, [valid_set.isolated[i] for i in scored]),
+                                                [valid_set.segments[i].word for i in scored])
         log.info(json.dumps(row))
         with open(metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
