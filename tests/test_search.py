@@ -203,7 +203,7 @@ def test_index_round_trip_and_add(tmp_path, digit_index, fsdd, capsys):
     assert np.array_equal(after.vectors[:n], before.vectors) and np.array_equal(after.start[:n], before.start)
     assert len(list(copy.glob("vectors-*.npz"))) == 1
     code, out, _ = run_cli(capsys, "search", copy, JACKSON_3, "--top", "1")  # now finds itself
-    assert code == 0 and Path(out.split("\t")[0]) == JACKSON_3.resolve() and float(out.split("\t")[3]) > 0.99
+    assert code == 0 and Path(out.split("\t")[0]) == JACKSON_3.resolve() and float(out.split("\t")[3]) > 0.95
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, digit_index, capsys):
@@ -249,7 +249,7 @@ def test_index_and_its_model_can_move_together(tmp_path, search_model, capsys):
     moved = tmp_path / "elsewhere"
     home.rename(moved)
     code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3, "--top", "1")
-    assert code == 0 and float(out.split("\t")[3]) > 0.99, err
+    assert code == 0 and float(out.split("\t")[3]) > 0.95, err
     (moved / "models" / "mine.pt").unlink()
     code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3)
     assert code == 1 and out == "" and "not there any more" in err and len(err.strip().splitlines()) == 1

@@ -5,7 +5,8 @@
 #   stage 1  word segments of every speaker-disjoint split (forced alignment with the bundled model;
 #            the digits are whole files) → EXP/segments/<corpus>_{train,dev}.tsv
 #   stage 2  train the search model on training speakers only (conf/contrastive.yaml) → EXP/contrastive/model.pt
-#   stage 3  comparison models: the same on AM states alone, plain, denoising and correspondence autoencoders
+#   stage 3  comparison models: the same without speed perturbation, on AM states alone, on log-mel
+#            alone; plain, denoising and correspondence autoencoders
 #   stage 4  index the held-out (dev-speaker) recordings and search one of them with the CLI
 #   stage 5  bench/search_eval.py on held-out speakers: embeddings vs DTW on MFCCs and on posteriors
 #   stage 6  export the search model (float16 weights) to asr/pretrained/search.pt
@@ -47,7 +48,9 @@ train_ae() {
 if want_stage 2 "train the search model"; then mkdir -p "$exp"; train_ae contrastive "$config"; fi
 
 if want_stage 3 "comparison models"; then
+  train_ae contrastive_nospeed recipes/search/conf/contrastive_nospeed.yaml
   train_ae contrastive_am recipes/search/conf/contrastive_am.yaml
+  train_ae contrastive_logmel recipes/search/conf/contrastive_logmel.yaml
   train_ae plain recipes/search/conf/plain.yaml
   train_ae denoising recipes/search/conf/denoising.yaml
   train_ae correspondence recipes/search/conf/correspondence.yaml
@@ -63,7 +66,7 @@ fi
 
 if want_stage 5 "evaluation on held-out speakers vs DTW"; then
   models="--model $exp/contrastive/model.pt"
-  for extra in contrastive_am plain denoising correspondence; do [ -f "$exp/$extra/model.pt" ] && models="$models --model $exp/$extra/model.pt"; done
+  for extra in contrastive_nospeed contrastive_am contrastive_logmel plain denoising correspondence; do [ -f "$exp/$extra/model.pt" ] && models="$models --model $exp/$extra/model.pt"; done
   $nice python bench/search_eval.py $models --json "$exp/search_eval.json" | tee "$exp/search_eval.txt"
 fi
 
