@@ -4,9 +4,11 @@
 # Usage: bash recipes/search/run.sh [--stage N] [--stop-stage N] [--data DIR] [--exp DIR] [--config YAML]
 #   stage 1  word segments of every speaker-disjoint split (forced alignment with the bundled model;
 #            the digits are whole files) → EXP/segments/<corpus>_{train,dev}.tsv
-#   stage 2  train the search model on training speakers only (conf/contrastive.yaml) → EXP/contrastive/model.pt
-#   stage 3  comparison models: the same without speed perturbation, on AM states alone, on log-mel
-#            alone; plain, denoising and correspondence autoencoders
+#   stage 2  train the search model on training speakers only (conf/contrastive.yaml: log-mel input,
+#            contrastive + reconstruction, speed-perturbed views) → EXP/contrastive/model.pt
+#   stage 3  comparison models: the same without speed perturbation; on the acoustic model's states
+#            plus log-mel (with and without speed perturbation) and on its states alone; plain,
+#            denoising and correspondence autoencoders on the states
 #   stage 4  index the held-out (dev-speaker) recordings and search one of them with the CLI
 #   stage 5  bench/search_eval.py on held-out speakers: embeddings vs DTW on MFCCs and on posteriors
 #   stage 6  export the search model (float16 weights) to asr/pretrained/search.pt
@@ -48,15 +50,19 @@ train_ae() {
 if want_stage 2 "train the search model"; then mkdir -p "$exp"; train_ae contrastive "$config"; fi
 
 if want_stage 3 "comparison models"; then
-  train_ae contrastive_nospeed recipes/search/conf/contrastive_nospeed.yaml
-  train_ae contrastive_am recipes/search/conf/contrastive_am.yaml
-  train_ae contrastive_logmel recipes/search/conf/contrastive_logmel.yaml
+  for name in contrastive_logmel_nospeed contrastive_am_logmel contrastive_am_logmel_nospeed contrastive_am; do
+    train_ae $name recipes/search/conf/$name.yaml
+  done
   train_ae plain recipes/search/conf/plain.yaml
   train_ae denoising recipes/search/conf/denoising.yaml
   train_ae correspondence recipes/search/conf/correspondence.yaml
 fi
 
 if want_stage 4 "index the held-out recordings, search one"; then
+  if [ -f "$exp/dev.index/index.json" ] && ! python -c "import json, sys; from asr.search.features import file_sha256
+sys.exit(json.load(open('$exp/dev.index/index.json'))['model_sha256'] != file_sha256('$exp/contrastive/model.pt'))"; then
+    echo "$exp/dev.index was built with another search model: rebuilding it" >&2; rm -rf "$exp/dev.index"
+  fi
   if [ ! -f "$exp/dev.index/index.json" ]; then
     cut -f1 "$exp"/segments/*_dev.tsv | grep -v '^source$' | sort -u | sed "s|^|$exp/segments/|" > "$exp/dev_files.txt"
     $nice python -m asr index build --model "$exp/contrastive/model.pt" $(cat "$exp/dev_files.txt") -o "$exp/dev.index"
@@ -66,7 +72,8 @@ fi
 
 if want_stage 5 "evaluation on held-out speakers vs DTW"; then
   models="--model $exp/contrastive/model.pt"
-  for extra in contrastive_nospeed contrastive_am contrastive_logmel plain denoising correspondence; do [ -f "$exp/$extra/model.pt" ] && models="$models --model $exp/$extra/model.pt"; done
+  for extra in contrastive_logmel_nospeed contrastive_am_logmel contrastive_am_logmel_nospeed contrastive_am \
+               plain denoising correspondence; do [ -f "$exp/$extra/model.pt" ] && models="$models --model $exp/$extra/model.pt"; done
   $nice python bench/search_eval.py $models --json "$exp/search_eval.json" | tee "$exp/search_eval.txt"
 fi
 
