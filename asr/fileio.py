@@ -22,8 +22,11 @@ def _default_mode() -> int:
 
 
 def _fsync_file(path: Path) -> None:
-    """Flush a written file's data to the disk (so a crash after the rename cannot leave it empty)."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a written file's data to the disk (so a crash after the rename cannot leave it empty).
+
+    Opened for writing: Windows flushes only handles with write access (POSIX takes either).
+    """
+    fd = os.open(path, os.O_RDWR)
     try:
         os.fsync(fd)
     finally:
@@ -58,8 +61,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        _fsync_file(tmp)  # before the chmod: mkstemp's 0600 file is always writable by its owner
         os.chmod(tmp, _default_mode())
-        _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

@@ -136,9 +136,8 @@ class Transcriber:
         log_probs, lengths = self.log_probs(waves, cutoffs)  # (B, T', V), (B,)
         wanted = with_words if isinstance(with_words, list) else [with_words] * len(waves)
         if hasattr(self.decoder, "decode_words"):  # the decoder times its own words (hybrid Viterbi)
-            decoded = self.decoder.decode_words(log_probs, lengths, self.tokenizer, self.frame_shift_s)
-            return [(text, clamp_words(words, len(wave) / SAMPLE_RATE) if want else [])
-                    for (text, words), wave, want in zip(decoded, waves, wanted)]
+            decoded = self.decoder.decode_words(log_probs, lengths, self.tokenizer, self.frame_shift_s, wanted)
+            return [(text, clamp_words(words, len(wave) / SAMPLE_RATE)) for (text, words), wave in zip(decoded, waves)]
         texts = self.decoder.decode(log_probs, lengths)
         results = []
         for i, text in enumerate(texts):

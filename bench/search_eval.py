@@ -21,10 +21,11 @@ windows, typically > 10,000 segments) and one query against it is timed end to e
 without the process start and model loading), beside DTW-MFCC over the same candidates.
 
 Located: before that top-up, every held-out segment is searched for in the index of the held-out
-recordings as a user would (`asr search`, top 10), and a hit counts when its midpoint falls inside a
-true occurrence of the word in another recording (P@1, P@5, MAP@10); a spread-out subset of the
-queries (`--located-dtw-queries`) is also ranked by DTW-MFCC over the same candidates with the same
-merging of overlapping hits.
+recordings as a user would (`asr search`: cosine scores, overlapping candidates merged, top 10),
+and a hit counts when its midpoint falls inside a true occurrence of the word (P@1, P@5, MAP@10):
+`all` searches every recording but the query's own, `xspk` only other speakers' recordings. A
+spread-out subset of the queries (`--located-dtw-queries`) is also ranked by DTW-MFCC over the same
+candidates with the same merging.
 """
 
 from __future__ import annotations
@@ -123,60 +124,88 @@ def retrieval_metrics(similarity: np.ndarray, words: np.ndarray, speakers: np.nd
 
 def evaluate_located(index, emb, segments: list[Segment], pieces: list[np.ndarray], cutoffs: list[float],
                      waves_by_file: dict, dtw_queries: int) -> dict:
-    """Every held-out segment as a query against the held-out index (`asr search`, top 10); the first
-    `dtw_queries` of them (a fixed, spread-out subset) also ranked by DTW-MFCC over the same candidates
-    with the same merging of overlapping hits, and by our embeddings on that subset for comparison."""
+    """Every held-out segment as a query against the index of the held-out recordings, ranked as
+    `asr search` ranks (cosine scores, overlapping candidates merged, top 10), in two settings: `all`
+    (every recording but the query's own) and `xspk` (only recordings of other speakers). A spread-out
+    subset of `dtw_queries` queries is also ranked by DTW-MFCC over the same candidates with the same
+    merging, beside our embeddings on that subset. A query that `asr search` refuses (too short after
+    trimming its silence) counts as a miss."""
     import os
 
-    from asr.search.query import rank_candidates, search
+    from asr.audio import AudioError
+    from asr.search.query import rank_candidates
 
     real = [os.path.realpath(s.source) for s in segments]
-    occurrences: dict[str, list[tuple[str, float, float]]] = {}
+    speaker_of = dict(zip(real, (s.speaker for s in segments)))
+    files = [os.path.realpath(f["path"]) for f in index.meta["files"]]
+    cand_file = np.asarray(index.file)
+    cand_speaker = np.array([speaker_of.get(files[f], "") for f in cand_file])
+    occurrences: dict[str, list[tuple[str, float, float, str]]] = {}
     for seg, path in zip(segments, real):
-        occurrences.setdefault(seg.word, []).append((path, seg.start, seg.end))
-    words = [s.word for s in segments]
-    top = 10 + 5  # a few spare hits: those in the query's own recording are dropped
-    ranked = [[(os.path.realpath(h.path), h.start, h.end) for h in search(index, emb, pieces[q], cutoffs[q], top=top)]
-              for q in range(len(segments))]
-    rankings = {"emb (asr search)": located_metrics(ranked, words, real, occurrences)}
+        occurrences.setdefault(seg.word, []).append((path, seg.start, seg.end, seg.speaker))
+    own_file = [files.index(p) if p in files else -1 for p in real]
+
+    def allowed(q: int, setting: str) -> np.ndarray:
+        return cand_file != own_file[q] if setting == "all" else cand_speaker != segments[q].speaker
+
+    def ranked(scores: np.ndarray, keep: np.ndarray) -> list[tuple[str, float, float]]:
+        ids = np.flatnonzero(keep)
+        return [(files[int(cand_file[ids[c]])], float(index.start[ids[c]]), float(index.end[ids[c]]))
+                for c, _ in rank_candidates(scores[ids], cand_file[ids], index.start[ids], index.end[ids], 10)]
+
+    emb_scores: list[np.ndarray | None] = []
+    for q in range(len(segments)):
+        try:
+            vector, _, _ = emb.embed_query(pieces[q], cutoffs[q])
+            emb_scores.append(index.vectors @ vector.astype(np.float32))  # (N,)
+        except AudioError:
+            emb_scores.append(None)
+    refused = sum(v is None for v in emb_scores)
+    settings = ("all", "xspk")
+    rankings: dict[str, dict] = {}
+    for setting in settings:
+        hits = [ranked(v, allowed(q, setting)) if v is not None else [] for q, v in enumerate(emb_scores)]
+        rankings[f"emb (asr search), {setting}"] = located_metrics(hits, segments, real, setting, occurrences)
     if dtw_queries > 0:
         subset = np.unique(np.linspace(0, len(segments) - 1, min(dtw_queries, len(segments))).astype(int))
-        files = [os.path.realpath(f["path"]) for f in index.meta["files"]]
         wave_of = {os.path.realpath(p): w for p, w in waves_by_file.items()}
         cand = [mfcc_frames(cut(wave_of[files[f]], float(s), float(e)))
-                for f, s, e in zip(index.file, index.start, index.end)]
-        dtw_ranked = []
-        for q in subset:
-            query = mfcc_frames(pieces[q])
-            scores = -np.array([mfcc_distance(query, m) for m in cand])
-            dtw_ranked.append([(files[int(index.file[c])], float(index.start[c]), float(index.end[c]))
-                               for c, _ in rank_candidates(scores, index.file, index.start, index.end, top)])
-        pick = [words[q] for q in subset], [real[q] for q in subset]
-        rankings[f"emb, same {len(subset)} queries"] = located_metrics([ranked[q] for q in subset], *pick, occurrences)
-        rankings[f"dtw-mfcc, same {len(subset)} queries"] = located_metrics(dtw_ranked, *pick, occurrences)
-    return {"candidates": len(index), "files": len(index.meta["files"]), "rankings": rankings}
+                for f, s, e in zip(cand_file, index.start, index.end)]
+        dtw_scores = {int(q): -np.array([mfcc_distance(mfcc_frames(pieces[q]), m) for m in cand]) for q in subset}
+        sub = [segments[q] for q in subset], [real[q] for q in subset]
+        for setting in settings:
+            for name, scores in (("emb", {int(q): emb_scores[q] for q in subset}), ("dtw-mfcc", dtw_scores)):
+                hits = [ranked(scores[q], allowed(q, setting)) if scores[q] is not None else [] for q in subset]
+                rankings[f"{name}, same {len(subset)} queries, {setting}"] = located_metrics(
+                    hits, sub[0], sub[1], setting, occurrences)
+    return {"candidates": len(index), "files": len(index.meta["files"]), "refused_queries": refused,
+            "rankings": rankings}
 
 
-def located_metrics(ranked: list[list[tuple[str, float, float]]], query_words: list[str], query_files: list[str],
-                    occurrences: dict[str, list[tuple[str, float, float]]], k: int = 10) -> dict[str, float]:
+def located_metrics(ranked: list[list[tuple[str, float, float]]], queries: list[Segment], query_files: list[str],
+                    setting: str, occurrences: dict[str, list[tuple[str, float, float, str]]], k: int = 10
+                    ) -> dict[str, float]:
     """Index-level retrieval: are the returned places where the query's word is really spoken?
 
-    `ranked[q]`: (path, start, end) hits of query q, best first. Hits in the query's own recording are
-    dropped (it was cut from there); a hit is correct when its midpoint falls inside a not yet found
-    occurrence of the query's word (`occurrences[word]`: (path, start, end) of every true one).
-    Returns P@1, P@5 and MAP@k (AP over the first k hits, normalised by min(k, occurrences elsewhere))
-    over the queries whose word is spoken in at least one other indexed recording.
+    `ranked[q]`: (path, start, end) hits of query q, best first, already restricted to the recordings
+    the setting allows (`all`: not the query's own; `xspk`: none of its speaker's). A hit is correct
+    when its midpoint falls inside a not yet found occurrence of the query's word in an allowed
+    recording (`occurrences[word]`: (path, start, end, speaker) of every true one). Returns P@1, P@5
+    and MAP@k (AP over the first k hits, normalised by min(k, allowed occurrences)) over the queries
+    whose word is spoken in at least one allowed recording.
     """
     p1, p5, aps = [], [], []
-    for hits, word, own in zip(ranked, query_words, query_files):
-        truth = [o for o in occurrences.get(word, []) if o[0] != own]
+    for hits, query, own in zip(ranked, queries, query_files):
+        truth = [o for o in occurrences.get(query.word, [])
+                 if o[0] != own and (setting == "all" or o[3] != query.speaker)]
         if not truth:
             continue
         found: set[int] = set()
         correct = []
-        for path, start, end in [h for h in hits if h[0] != own][:k]:
+        for path, start, end in hits[:k]:
             mid = 0.5 * (start + end)
-            match = next((i for i, (p, s, e) in enumerate(truth) if i not in found and p == path and s <= mid <= e), None)
+            match = next((i for i, (p, s, e, _) in enumerate(truth) if i not in found and p == path and s <= mid <= e),
+                         None)
             if match is not None:
                 found.add(match)
             correct.append(match is not None)
@@ -344,10 +373,12 @@ def main(argv: list[str] | None = None) -> int:
               f"asr search {search_ms:.1f} ms/query (of which ranking + merging {search_only_ms:.2f} ms), "
               f"DTW-MFCC {dtw_ms:.0f} ms/query ({dtw_ms / search_ms:.0f}× slower)")
         print(f"\nlocated in the held-out index ({located['candidates']} candidates of {located['files']} recordings; "
-              "a hit counts when its midpoint falls inside a true occurrence of the word in another recording):")
-        print(f"  {'ranking':34s} {'queries':>7s} {'P@1':>6s} {'P@5':>6s} {'MAP@10':>7s}")
+              "a hit counts when its midpoint falls inside a true occurrence of the word; all = any other "
+              "recording, xspk = other speakers' only; "
+              f"{located['refused_queries']} queries refused as too short, counted as misses):")
+        print(f"  {'ranking':40s} {'queries':>7s} {'P@1':>6s} {'P@5':>6s} {'MAP@10':>7s}")
         for name, m in located["rankings"].items():
-            print(f"  {name:34s} {m['queries']:7d} {m['p1']:6.3f} {m['p5']:6.3f} {m['map']:7.3f}")
+            print(f"  {name:40s} {m['queries']:7d} {m['p1']:6.3f} {m['p5']:6.3f} {m['map']:7.3f}")
 
     if args.json:
         from runinfo import cpu_model, git_commit, write_json_atomic

@@ -215,9 +215,9 @@ def test_transcribe_jsonl_has_timed_words(capsys):
 
 
 @needs_bundle
-def test_word_times_are_the_viterbi_boundaries_and_agree_with_ctc_alignment():
-    """decode_words reports the Viterbi path's own word frames; they land within 0.15 s of where a
-    CTC forced alignment of the same text puts the words."""
+def test_word_times_lie_inside_the_viterbi_boundaries_and_agree_with_ctc_alignment():
+    """decode_words reports words inside the Viterbi path's own word frames, starting and ending
+    within 0.1 s of where a CTC forced alignment of the whole text puts them."""
     from asr.audio import load_audio
     from asr.decoding.align import align_words
     from argparse import Namespace
@@ -232,10 +232,12 @@ def test_word_times_are_the_viterbi_boundaries_and_agree_with_ctc_alignment():
     [(text, words)] = decoder.decode_words(log_probs, lengths, transcriber.tokenizer, transcriber.frame_shift_s)
     shift = transcriber.frame_shift_s
     assert text == "ENTER SEVENTY TWO" == " ".join(w.word for w in words)
-    assert [(w.start, w.end) for w in words] == [(s * shift, e * shift) for s, e in zip(result.starts, result.ends)]
+    for word, start, end in zip(words, result.starts, result.ends):
+        assert start * shift - 1e-9 <= word.start < word.end <= end * shift + 1e-9, (word, start, end)
+        assert 0 < word.conf <= 1
     ctc = align_words(log_probs[0, : lengths[0]], text, transcriber.tokenizer, shift)
     for ours, ref in zip(words, ctc):
-        assert ours.start - 0.15 <= ref.start and ref.end <= ours.end + 0.15, (ours, ref)
+        assert abs(ours.start - ref.start) <= 0.1 and abs(ours.end - ref.end) <= 0.1, (ours, ref)
 
 
 @needs_bundle

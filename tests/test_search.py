@@ -250,6 +250,26 @@ def test_index_and_its_model_can_move_together(tmp_path, search_model, capsys):
     home.rename(moved)
     code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3, "--top", "1")
     assert code == 0 and float(out.split("\t")[3]) > 0.95, err
+    code, _, err = run_cli(capsys, "index", "add", moved / "jackson.index", DATA / "an4" / "an1-mblw-b.flac")
+    assert code == 0, err
+    meta = json.loads((moved / "jackson.index" / "index.json").read_text())
+    assert meta["model"] == str((moved / "models" / "mine.pt").resolve()) and meta["model_relative"] == "../models/mine.pt"
+    code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3, "--top", "1")
+    assert code == 0 and float(out.split("\t")[3]) > 0.95, err
+    state["info"]["note"] = "changed in place"
+    torch.save(state, moved / "models" / "mine.pt")
+    code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3)
+    assert code == 1 and "changed since" in err and "rebuild" in err, err
     (moved / "models" / "mine.pt").unlink()
     code, out, err = run_cli(capsys, "search", moved / "jackson.index", JACKSON_3)
     assert code == 1 and out == "" and "not there any more" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("speeds", ["0.9", "[0.0, 1.1]", "[fast]"])
+def test_bad_speed_factors_are_a_one_line_config_error(tmp_path, capsys, speeds):
+    config = tmp_path / "ae.yaml"
+    config.write_text(f"task: autoencoder\nout_dir: {tmp_path / 'out'}\n"
+                      f"data: {{train: [x.tsv], speed_factors: {speeds}}}\n")
+    code, out, err = run_cli(capsys, "train", "--config", config)
+    assert code == 1 and out == "" and "speed_factors" in err and str(config) in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

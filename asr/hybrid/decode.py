@@ -12,8 +12,8 @@ Two emission sources (``--hybrid-emissions``):
   transcriber's model is swapped for a :class:`HybridModel` that outputs CTC log-probs and state
   log-posteriors side by side.
 
-Word times (``--format jsonl``) are the Viterbi path's own word boundaries; a word's confidence is
-the mean posterior of its letters under a CTC alignment inside those frames.
+Word times (``--format jsonl``) come from the Viterbi path's own word boundaries, trimmed to the
+word's letters by a CTC alignment inside them; a word's confidence is its letters' mean posterior.
 
 The path score adds ``--alpha`` × ln P_LM(word | history) and ``--beta`` per word
 (:mod:`asr.hybrid.viterbi`). Unset flags take the values tuned for the assets (``python -m
@@ -81,24 +81,28 @@ class HybridDecoder:
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         return [" ".join(r.words) for r in self.decode_results(log_probs, lengths)]
 
-    def decode_words(self, log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame_shift_s: float
-                     ) -> list[tuple[str, list[WordSpan]]]:
-        """(B, T, V[+S]) log-probs → (text, timed words) per utterance, times from the Viterbi path.
+    def decode_words(self, log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer, frame_shift_s: float,
+                     wanted: list[bool] | None = None) -> list[tuple[str, list[WordSpan]]]:
+        """(B, T, V[+S]) log-probs → (text, timed words) per utterance (no words where `wanted[b]` is False).
 
-        A word spans frames [start, end) of its best path; its confidence is the mean letter score
-        of a CTC forced alignment of the word inside those frames (0 when they are too few).
+        The Viterbi path decides which frames belong to each word; inside them a CTC forced alignment
+        of the word's letters trims the blank or silence frames the path gives the word before its
+        first and after its last letter, and its mean letter score is the word's confidence. Where
+        the word's frames are too few to align its letters, the Viterbi span is kept with confidence 0.
         """
         ctc = log_probs[..., : tokenizer.vocab_size].detach().float().cpu().numpy()  # (B, T, V)
         out = []
         for b, result in enumerate(self.decode_results(log_probs, lengths)):
             spans = []
             for word, start, end in zip(result.words, result.starts, result.ends):
+                if wanted is not None and not wanted[b]:
+                    break
+                offset = start * frame_shift_s
                 try:
-                    letters = align_words(ctc[b, start:end], word, tokenizer, frame_shift_s)
-                    conf = float(np.mean([w.conf for w in letters])) if letters else 0.0
+                    [inside] = align_words(ctc[b, start:end], word, tokenizer, frame_shift_s)
+                    spans.append(WordSpan(word, offset + inside.start, offset + inside.end, inside.conf))
                 except ValueError:
-                    conf = 0.0
-                spans.append(WordSpan(word, start * frame_shift_s, end * frame_shift_s, conf))
+                    spans.append(WordSpan(word, offset, end * frame_shift_s, 0.0))
             out.append((" ".join(result.words), spans))
         return out
 

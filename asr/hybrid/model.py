@@ -2,9 +2,9 @@
 
 The hybrid model is the CTC model's BiLSTM encoder with a second, frame-level head that predicts
 HMM states (trained with cross-entropy on state labels, :mod:`asr.hybrid.train`). Its forward
-returns the CTC log-probs and the state log-posteriors side by side, ``(B, T', V + S)``, so the
-usual word-time alignment (CTC columns) keeps working while the Viterbi decoder reads the state
-columns.
+returns the CTC log-probs and the state log-posteriors side by side, ``(B, T', V + S)``: the
+Viterbi decoder reads the state columns, and the CTC columns trim its word spans to the letters
+and give word confidences (:meth:`asr.hybrid.decode.HybridDecoder.decode_words`).
 
 **Assets** (``hybrid.npz``, read with ``allow_pickle=False``): the state head's weights, the
 state priors and transition scores (inside the topology), the CTC-label priors for the

@@ -8,8 +8,9 @@ acoustic-model pass over the file.
 
 On disk an index is a folder:
 
-    INDEX/index.json             format, model (path + SHA-256), files [{path, duration, text}], settings,
-                                 the name and SHA-256 of the vectors file
+    INDEX/index.json             format, model (path, path relative to the index, SHA-256), files
+                                 [{path, duration, text}], settings, the name and SHA-256 of the
+                                 vectors file
     INDEX/vectors-<sha12>.npz    vectors (N, E) float32 L2-normalised,
                                  file_id (N,) int32,
                                  start / end (N,) float32 seconds, kind (N,) int8 (0 window, 1 word, 2 file)
@@ -254,7 +255,7 @@ def build_index(embedder: Embedder, paths: list[Path], widths: tuple[float, ...]
 def _relative(model: str, folder: Path) -> str | None:
     """The model's path relative to the index folder, so the pair can move together (None across drives)."""
     try:
-        return os.path.relpath(model, folder.resolve())
+        return Path(os.path.relpath(model, folder.resolve())).as_posix()
     except ValueError:
         return None
 

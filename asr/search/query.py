@@ -87,11 +87,15 @@ def load_for_search(index_path: str | Path, model: str | Path | None = None, am:
         if file_sha256(path) != index.meta["model_sha256"]:
             raise CheckpointError(f"{path}: not the search model {index_path} was built with "
                                   f"(rebuild the index with `asr index build --model {path}`)")
-        return index, Embedder.load(path, am)
-    path = find_index_model(Path(index_path), index.meta)
-    if path is None:
-        raise CheckpointError(f"{index_path}: built with search model {index.meta['model']}, which is not there "
-                              "any more (pass --model)")
+    else:
+        path = find_index_model(Path(index_path), index.meta)
+        if path is None and Path(index.meta["model"]).is_file():
+            raise CheckpointError(f"{index.meta['model']}: changed since {index_path} was built with it (rebuild "
+                                  f"the index with `asr index build --model {index.meta['model']}`)")
+        if path is None:
+            raise CheckpointError(f"{index_path}: built with search model {index.meta['model']}, which is not there "
+                                  "any more (pass --model)")
+    index.meta["model"] = str(path.resolve())  # where it is now: `index add` saves this
     return index, Embedder.load(path, am)
 
 

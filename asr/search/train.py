@@ -126,6 +126,10 @@ class AutoencoderTrainConfig:
             values[name] = kind(**section)
         config = cls(**values)
         config.objective.weights()  # validates the variant
+        speeds = config.data.speed_factors
+        if not isinstance(speeds, list) or not all(isinstance(f, (int, float)) and 0.5 <= f <= 2.0 for f in speeds):
+            raise ValueError(f"data.speed_factors must be a list of speeds between 0.5 and 2.0, got {speeds!r}")
+        config.data.speed_factors = sorted({float(f) for f in speeds} - {1.0})  # 1.0 is always there
         return config
 
     @classmethod
@@ -349,6 +353,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
                                for f in config.data.speed_factors]
     iso = [[views.isolated[i] for i in keep] for views in view_sets]  # [speed][segment] (T, D)
     ctx = [[views.context[i] for i in keep] for views in view_sets] if config.data.context_views else iso
+    del view_sets  # the held-out and over-long segments' features are not needed any more
     words = [train_set.segments[i].word for i in keep]
     vocab = {w: i for i, w in enumerate(sorted(set(words)))}
     labels = np.array([vocab[w] for w in words])
@@ -378,7 +383,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
     if start_epoch == 0:
         metrics_path.unlink(missing_ok=True)
     info = {"am_sha256": am_sha, "am_model": str(am_path) if am_path else None, "objective": asdict(config.objective),
-            "train": config.data.train, "train_segments": len(keep), "seed": config.seed}
+            "train": config.data.train, "data": asdict(config.data), "train_segments": len(keep), "seed": config.seed}
     for epoch in range(start_epoch + 1, config.optim.epochs + 1):
         model.train()
         started, sums, steps = time.time(), defaultdict(float), 0

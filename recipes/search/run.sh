@@ -39,11 +39,18 @@ if want_stage 1 "word segments"; then
   wc -l "$exp"/segments/*.tsv >&2
 fi
 
-# train_ae NAME CONFIG: train unless NAME/model.pt exists; resume if cut off.
+# train_ae NAME CONFIG: train unless NAME/model.pt exists from the same config (NAME/config.yaml
+# records it); resume if cut off. A model trained from another config stops the recipe.
 train_ae() {
-  if [ -f "$exp/$1/model.pt" ]; then echo "already trained: $exp/$1/model.pt" >&2; return; fi
+  if [ -f "$exp/$1/model.pt" ]; then
+    if [ -f "$exp/$1/config.yaml" ] && ! cmp -s "$2" "$exp/$1/config.yaml"; then
+      echo "$exp/$1 was trained from another version of $2: remove $exp/$1 to retrain it" >&2; exit 1
+    fi
+    echo "already trained: $exp/$1/model.pt" >&2; return
+  fi
   local resume=""; [ -f "$exp/$1/last.pt" ] && resume="--resume"
   $nice python -m asr train --config "$2" --out-dir "$exp/$1" $resume 2> "$exp/$1.log"
+  cp "$2" "$exp/$1/config.yaml"
   tail -n 2 "$exp/$1.log" >&2
 }
 
@@ -59,9 +66,15 @@ if want_stage 3 "comparison models"; then
 fi
 
 if want_stage 4 "index the held-out recordings, search one"; then
-  if [ -f "$exp/dev.index/index.json" ] && ! python -c "import json, sys; from asr.search.features import file_sha256
-sys.exit(json.load(open('$exp/dev.index/index.json'))['model_sha256'] != file_sha256('$exp/contrastive/model.pt'))"; then
-    echo "$exp/dev.index was built with another search model: rebuilding it" >&2; rm -rf "$exp/dev.index"
+  if [ -f "$exp/dev.index/index.json" ]; then   # exit 3: built with another search model
+    status=0; python - "$exp/dev.index/index.json" "$exp/contrastive/model.pt" <<'PY' || status=$?
+import json, sys
+from asr.search.features import file_sha256
+sys.exit(3 if json.load(open(sys.argv[1]))["model_sha256"] != file_sha256(sys.argv[2]) else 0)
+PY
+    if [ "$status" = 3 ]; then
+      echo "$exp/dev.index was built with another search model: rebuilding it" >&2; rm -rf "$exp/dev.index"
+    elif [ "$status" != 0 ]; then exit "$status"; fi
   fi
   if [ ! -f "$exp/dev.index/index.json" ]; then
     cut -f1 "$exp"/segments/*_dev.tsv | grep -v '^source$' | sort -u | sed "s|^|$exp/segments/|" > "$exp/dev_files.txt"
