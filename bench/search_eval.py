@@ -171,7 +171,10 @@ def evaluate_located(index, emb, segments: list[Segment], pieces: list[np.ndarra
         wave_of = {os.path.realpath(p): w for p, w in waves_by_file.items()}
         cand = [mfcc_frames(cut(wave_of[files[f]], float(s), float(e)))
                 for f, s, e in zip(cand_file, index.start, index.end)]
-        dtw_scores = {int(q): -np.array([mfcc_distance(mfcc_frames(pieces[q]), m) for m in cand]) for q in subset}
+        dtw_scores = {}
+        for q in subset:
+            query = mfcc_frames(pieces[q])
+            dtw_scores[int(q)] = -np.array([mfcc_distance(query, m) for m in cand])  # (N,)
         sub = [segments[q] for q in subset], [real[q] for q in subset]
         for setting in settings:
             for name, scores in (("emb", {int(q): emb_scores[q] for q in subset}), ("dtw-mfcc", dtw_scores)):
