@@ -76,17 +76,23 @@ def verify_archive(path: Path) -> None:
         raise CheckpointError(f"{path}: corrupted checkpoint (checksum mismatch in {bad.split('/')[-1]!r})")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load the raw dictionary safely, turning every failure into a one-line CheckpointError."""
+def load_verified(path: str | os.PathLike, what: str = "checkpoint"):
+    """torch.load (weights only) of a file whose zip CRCs were checked first; every failure becomes a
+    one-line CheckpointError naming the file and `what` it should have been."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such {what} file")
     verify_archive(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: truncated or corrupted {what} ({reason})") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load the raw dictionary safely, turning every failure into a one-line CheckpointError."""
+    state = load_verified(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an asr checkpoint (missing format tag {FORMAT!r})")
     for key, kind in REQUIRED_KEYS.items():

@@ -273,3 +273,16 @@ def test_bad_speed_factors_are_a_one_line_config_error(tmp_path, capsys, speeds)
     code, out, err = run_cli(capsys, "train", "--config", config)
     assert code == 1 and out == "" and "speed_factors" in err and str(config) in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_flipped_bit_in_a_search_model_is_detected(tmp_path, search_model):
+    """A search model goes through the same CRC check as a checkpoint: one flipped bit is refused."""
+    from asr.checkpoint import CheckpointError
+    from asr.search.model import load_search_model
+
+    data = bytearray(search_model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="flipped.pt: corrupted checkpoint"):
+        load_search_model(flipped)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr.checkpoint import CheckpointError, atomic_torch_save
+from asr.checkpoint import CheckpointError, atomic_torch_save, load_verified
 
 FORMAT = "asr-search-model-v1"
 
@@ -148,14 +148,7 @@ def save_search_model(path: str | Path, model: SegmentAutoencoder, info: dict) -
 
 def load_search_model(path: str | Path) -> tuple[SegmentAutoencoder, dict]:
     """Load a search model for inference (eval mode); CheckpointError names the file on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such search model file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: truncated or corrupted search model ({reason})") from None
+    state = load_verified(path, "search model")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a search model (missing format tag {FORMAT!r}; "
                               "train one with `asr train` and `task: autoencoder`)")
