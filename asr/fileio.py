@@ -74,3 +74,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def path_from_folder(path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """`path` as stored in a file kept in `folder`: relative to the folder (so the two can move
+    together), or absolute where no relative path exists (another drive on Windows)."""
+    target = Path(path).resolve()
+    try:
+        return os.path.relpath(target, Path(folder).resolve())
+    except ValueError:
+        return str(target)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr.fileio import atomic_write_text
+from asr.fileio import atomic_write_text, path_from_folder
 
 COLUMNS: tuple[str, ...] = ("utt_id", "speaker", "path", "duration_s", "sample_rate", "text")
 
@@ -135,10 +135,6 @@ def write_manifest(path: str | os.PathLike, utterances: list[Utterance]) -> None
     base = path.resolve().parent
     rows = ["\t".join(COLUMNS)]
     for utt in utterances:
-        audio = Path(utt.audio_path)
-        try:
-            stored = os.path.relpath(audio.resolve(), base)
-        except ValueError:  # different drive on Windows
-            stored = str(audio.resolve())
+        stored = path_from_folder(utt.audio_path, base)
         rows.append("\t".join([utt.utt_id, utt.speaker, stored, f"{utt.duration_s:.3f}", str(utt.sample_rate), utt.text]))
     atomic_write_text(path, "\n".join(rows) + "\n")

@@ -34,7 +34,7 @@ import torch
 
 from asr.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
 from asr.checkpoint import CheckpointError
-from asr.fileio import atomic_output, atomic_write_text
+from asr.fileio import atomic_output, atomic_write_text, path_from_folder
 from asr.search import DEFAULT_HOP, DEFAULT_WIDTHS
 from asr.search.features import FileFeatures, SegmentFeaturizer, file_sha256
 from asr.search.model import SegmentAutoencoder, load_search_model
@@ -252,14 +252,6 @@ def build_index(embedder: Embedder, paths: list[Path], widths: tuple[float, ...]
     return index, errors
 
 
-def _relative(model: str, folder: Path) -> str | None:
-    """The model's path relative to the index folder, so the pair can move together (None across drives)."""
-    try:
-        return Path(os.path.relpath(model, folder.resolve())).as_posix()
-    except ValueError:
-        return None
-
-
 def save_index(index: SearchIndex, folder: str | os.PathLike) -> None:
     """Write the index into `folder` atomically (vectors file first, then index.json; old vectors removed)."""
     folder = Path(folder)
@@ -277,7 +269,7 @@ def save_index(index: SearchIndex, folder: str | os.PathLike) -> None:
     name = f"vectors-{digest[:12]}.npz"
     os.replace(staging, folder / name)
     meta = {**index.meta, "vectors": name, "vectors_sha256": digest, "count": len(index),
-            "model_relative": _relative(index.meta["model"], folder)}
+            "model_relative": Path(path_from_folder(index.meta["model"], folder)).as_posix()}
     atomic_write_text(folder / "index.json", json.dumps(meta, indent=1) + "\n")
     for old in folder.glob("vectors-*.npz"):
         if old.name != name:

@@ -22,7 +22,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from asr.fileio import atomic_write_text
+from asr.fileio import atomic_write_text, path_from_folder
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
 from asr.manifest import ManifestError, Utterance, read_manifest
 from asr.text import normalize_text
@@ -85,10 +85,7 @@ def write_segments(path: str | os.PathLike, segments: Sequence[Segment]) -> None
     base = path.resolve().parent
     rows = ["\t".join(COLUMNS)]
     for seg in segments:
-        try:
-            stored = os.path.relpath(Path(seg.source).resolve(), base)
-        except ValueError:  # different drive on Windows
-            stored = str(Path(seg.source).resolve())
+        stored = path_from_folder(seg.source, base)
         rows.append(f"{stored}\t{seg.word}\t{seg.start:.3f}\t{seg.end:.3f}\t{seg.speaker}")
     atomic_write_text(path, "\n".join(rows) + "\n")
 
