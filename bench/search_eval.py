@@ -122,8 +122,26 @@ def retrieval_metrics(similarity: np.ndarray, words: np.ndarray, speakers: np.nd
     return result
 
 
+def candidate_mfccs(index, first: int, waves_by_file: dict) -> list[np.ndarray]:
+    """MFCCs (DTW's features) of the index's candidates from number `first` on; every recording is
+    read once (from `waves_by_file` when it is there)."""
+    import os
+
+    known = {os.path.realpath(p): w for p, w in waves_by_file.items()}
+    out = []
+    for f in range(len(index.meta["files"])):
+        ids = np.flatnonzero(np.asarray(index.file[first:]) == f) + first
+        if len(ids) == 0:
+            continue
+        path = index.meta["files"][f]["path"]
+        wave = known.get(os.path.realpath(path))
+        wave = load_audio(path) if wave is None else wave
+        out.extend((int(c), mfcc_frames(cut(wave, float(index.start[c]), float(index.end[c])))) for c in ids)
+    return [m for _, m in sorted(out, key=lambda item: item[0])]
+
+
 def evaluate_located(index, emb, segments: list[Segment], pieces: list[np.ndarray], cutoffs: list[float],
-                     waves_by_file: dict, dtw_queries: int) -> dict:
+                     cand_mfcc: list[np.ndarray], dtw_queries: int) -> dict:
     """Every held-out segment as a query against the index of the held-out recordings, ranked as
     `asr search` ranks (cosine scores, overlapping candidates merged, top 10), in two settings: `all`
     (every recording but the query's own) and `xspk` (only recordings of other speakers). A spread-out
@@ -143,7 +161,8 @@ def evaluate_located(index, emb, segments: list[Segment], pieces: list[np.ndarra
     occurrences: dict[str, list[tuple[str, float, float, str]]] = {}
     for seg, path in zip(segments, real):
         occurrences.setdefault(seg.word, []).append((path, seg.start, seg.end, seg.speaker))
-    own_file = [files.index(p) if p in files else -1 for p in real]
+    file_id = {p: i for i, p in enumerate(files)}
+    own_file = [file_id.get(p, -1) for p in real]
 
     def allowed(q: int, setting: str) -> np.ndarray:
         return cand_file != own_file[q] if setting == "all" else cand_speaker != segments[q].speaker
@@ -168,13 +187,10 @@ def evaluate_located(index, emb, segments: list[Segment], pieces: list[np.ndarra
         rankings[f"emb (asr search), {setting}"] = located_metrics(hits, segments, real, setting, occurrences)
     if dtw_queries > 0:
         subset = np.unique(np.linspace(0, len(segments) - 1, min(dtw_queries, len(segments))).astype(int))
-        wave_of = {os.path.realpath(p): w for p, w in waves_by_file.items()}
-        cand = [mfcc_frames(cut(wave_of[files[f]], float(s), float(e)))
-                for f, s, e in zip(cand_file, index.start, index.end)]
         dtw_scores = {}
         for q in subset:
             query = mfcc_frames(pieces[q])
-            dtw_scores[int(q)] = -np.array([mfcc_distance(query, m) for m in cand])  # (N,)
+            dtw_scores[int(q)] = -np.array([mfcc_distance(query, m) for m in cand_mfcc])  # (N,)
         sub = [segments[q] for q in subset], [real[q] for q in subset]
         for setting in settings:
             for name, scores in (("emb", {int(q): emb_scores[q] for q in subset}), ("dtw-mfcc", dtw_scores)):
@@ -341,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         index, _ = build_index(emb, files)
         build_s = time.time() - t0
-        located = evaluate_located(index, emb, segments, pieces, cutoffs, waves_by_file, args.located_dtw_queries)
+        cand_mfcc = candidate_mfccs(index, 0, waves_by_file)
+        located = evaluate_located(index, emb, segments, pieces, cutoffs, cand_mfcc, args.located_dtw_queries)
         if len(index) < args.index_size and args.filler:
             # Timing only: top the held-out collection up to --index-size candidates with more recordings.
             from asr.manifest import read_manifest
@@ -358,10 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         search_only_ms = 1000 * query_latency(lambda q: search(index, emb, None, top=10, vector=vector),
                                               args.latency_queries)
         # DTW-MFCC over the same candidates: MFCCs of each candidate (precomputed), one query timed.
-        cand_mfcc = []
-        for f, s, e in zip(index.file, index.start, index.end):
-            wave = waves_by_file[Path(index.meta["files"][f]["path"])] if Path(index.meta["files"][f]["path"]) in waves_by_file else load_audio(index.meta["files"][f]["path"])
-            cand_mfcc.append(mfcc_frames(cut(wave, float(s), float(e))))
+        cand_mfcc += candidate_mfccs(index, len(cand_mfcc), waves_by_file)
 
         def dtw_index_query(q: int) -> None:
             query = mfcc_frames(pieces[q])
