@@ -185,6 +185,13 @@ class ViterbiResult:
 
 
 @numba.njit(cache=True)
+def _token_buffers(n: int):
+    """Token arrays of capacity n: graph node, LM state, score, trace index, word start frame."""
+    return (np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64),
+            np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64))
+
+
+@numba.njit(cache=True)
 def _grow_trace(tr: np.ndarray, n: int) -> np.ndarray:
     """Double the (cap, 4) trace table when full."""
     if n < tr.shape[0]:
@@ -230,11 +237,8 @@ def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_e
     n_trace = 0
 
     cap = max(16, entries.shape[0])
-    g_cur = np.empty(cap, dtype=np.int64)
-    h_cur = np.empty(cap, dtype=np.int64)
-    s_cur = np.empty(cap, dtype=np.float64)
-    tr_cur = np.empty(cap, dtype=np.int64)
-    ws_cur = np.empty(cap, dtype=np.int64)
+    g_cur, h_cur, s_cur, tr_cur, ws_cur = _token_buffers(cap)
+    g_new, h_new, s_new, tr_new, ws_new = _token_buffers(cap)  # grown when a frame may need more
     n_cur = 0
     for e in entries:
         g_cur[n_cur] = e
@@ -246,18 +250,15 @@ def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_e
 
     n_entries = entries.shape[0]
     for t in range(1, n_frames):
-        # Upper bound on new tokens this frame, to size the next arrays once.
+        # Upper bound on new tokens this frame: the buffers must hold them all.
         bound = 0
         for i in range(n_cur):
             g = g_cur[i]
             bound += 1 + succ_ptr[g + 1] - succ_ptr[g]
             if exit_word[g] >= 0:
                 bound += n_entries
-        g_new = np.empty(bound, dtype=np.int64)
-        h_new = np.empty(bound, dtype=np.int64)
-        s_new = np.empty(bound, dtype=np.float64)
-        tr_new = np.empty(bound, dtype=np.int64)
-        ws_new = np.empty(bound, dtype=np.int64)
+        if g_new.shape[0] < bound:
+            g_new, h_new, s_new, tr_new, ws_new = _token_buffers(max(bound, 2 * g_new.shape[0]))
         slot = Dict.empty(key_type=types.int64, value_type=types.int64)
         n_new = 0
         best = -np.inf
@@ -327,11 +328,7 @@ def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_e
                     k += 1
             threshold = np.partition(kept, alive - max_active)[alive - max_active]
         if g_cur.shape[0] < n_new:
-            g_cur = np.empty(n_new, dtype=np.int64)
-            h_cur = np.empty(n_new, dtype=np.int64)
-            s_cur = np.empty(n_new, dtype=np.float64)
-            tr_cur = np.empty(n_new, dtype=np.int64)
-            ws_cur = np.empty(n_new, dtype=np.int64)
+            g_cur, h_cur, s_cur, tr_cur, ws_cur = _token_buffers(n_new)
         n_cur = 0
         for j in range(n_new):
             if s_new[j] >= threshold and n_cur < max_active:
