@@ -126,6 +126,34 @@ def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
             raise AudioError(f"{path}: too short ({position} samples at {orig_sr} Hz, none left at {sample_rate} Hz)")
 
 
+def to_model_rate(samples: np.ndarray, sample_rate: int | None, name: str = "<array>",
+                  target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """In-memory samples → float32 mono at `target_sr`, shape (N,), N ≥ 1, as `load_audio` gives for a file.
+
+    `samples` is (N,) or (N, C) as soundfile returns them; integer samples are scaled to [-1, 1).
+    Raises AudioError naming `name` for a missing rate, a wrong shape, no samples or NaN/inf.
+    """
+    if not isinstance(sample_rate, (int, np.integer)) or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: needs its sample rate, an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz "
+                         f"(got {sample_rate!r})")
+    array = np.asarray(samples)
+    if array.ndim not in (1, 2) or not (np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)):
+        raise AudioError(f"{name}: expected real samples of shape (N,) or (N, channels), got {array.dtype} "
+                         f"{array.shape}")
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / float(2 ** (8 * array.dtype.itemsize - 1))
+    mono = array.astype(np.float32, copy=False) if array.ndim == 1 else array.mean(axis=1, dtype=np.float32)
+    if mono.size == 0:
+        raise AudioError(f"{name}: contains no audio samples")
+    if not np.isfinite(mono).all():
+        at = int(np.argmin(np.isfinite(mono))) / sample_rate
+        raise AudioError(f"{name}: contains NaN or infinite samples (first at {at:.2f} s)")
+    wave = resample(mono, int(sample_rate), target_sr)
+    if wave.size == 0:
+        raise AudioError(f"{name}: too short ({mono.size} samples at {sample_rate} Hz, none left at {target_sr} Hz)")
+    return np.ascontiguousarray(wave)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read `path` into a float32 mono signal at `sample_rate`, shape (N,), N ≥ 1.
 

@@ -18,8 +18,8 @@ from asr.fileio import atomic_write_text
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line."""
+class UserError(ValueError):
+    """An error caused by the user's input; printed as one line (a ValueError for Python callers)."""
 
 
 def error(message: str) -> None:

@@ -2,14 +2,14 @@
 
     >>> from asr.transcribe import Transcriber
     >>> transcriber = Transcriber.from_pretrained()          # the bundled model
-    >>> [result] = transcriber.transcribe_files(["examples/audio/an4_digits.flac"])
+    >>> [result] = transcriber.transcribe_files(["examples/audio/an4_mfaa_enter_ninety_eight_twenty_eight.flac"])
     >>> result.text, result.words[0]
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asr.audio import SAMPLE_RATE, AudioError, stream_audio
+from asr.audio import SAMPLE_RATE, AudioError, stream_audio, to_model_rate
 from asr.checkpoint import LoadedModel, load_model
 from asr.decoding.align import WordSpan, align_words
 from asr.decoding.greedy import greedy_decode
@@ -169,15 +169,41 @@ class Transcriber:
         length and decoded in batches, so memory stays bounded by the pool (`pool_seconds` of audio)
         whatever the number and length of the files.
         """
+        sources = ((str(path), band_cutoff(path), lambda path=path: stream_audio(path)) for path in paths)
+        return self._transcribe_sources(sources, with_words)
+
+    def transcribe(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None,
+                   with_words: bool = True) -> Transcript:
+        """One file, or one in-memory signal, → its Transcript; a bad input raises AudioError.
+
+        `audio` is a path, or an array of samples: (N,) mono or (N, C) channels, with its
+        `sample_rate` (required for arrays; downmixed and resampled like a file). Long signals are
+        cut into pieces at pauses exactly like files.
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            if sample_rate is not None:
+                raise ValueError(f"{audio}: sample_rate is for arrays only (a file's own rate is read from it)")
+            [result] = self.transcribe_files([audio], with_words)
+        else:
+            name = "<array>"
+            wave = to_model_rate(audio, sample_rate, name)  # (N,) float32 at 16 kHz
+            cutoff = sample_rate / 2 if sample_rate < SAMPLE_RATE else 0.0
+            [result] = self._transcribe_sources([(name, cutoff, lambda: [wave])], with_words)
+        if isinstance(result, AudioError):
+            raise result
+        return result
+
+    def _transcribe_sources(self, sources: Iterable[tuple[str, float, Callable[[], Iterable[np.ndarray]]]],
+                            with_words: bool) -> Iterator[Transcript | AudioError]:
+        """(name, band cutoff, callable giving 16 kHz blocks) per input → its result, in input order."""
         jobs: dict[int, _FileJob] = {}
         pool: list[tuple[_FileJob, int, Piece]] = []
         pooled = 0  # samples in the pool
         next_out = 0
-        for index, path in enumerate(paths):
-            job = jobs[index] = _FileJob(str(path))
+        for index, (name, cutoff, blocks) in enumerate(sources):
+            job = jobs[index] = _FileJob(name, cutoff)
             try:
-                job.cutoff = band_cutoff(path)
-                for seq, piece in enumerate(self._pieces(path, job)):
+                for seq, piece in enumerate(self._pieces(blocks(), job)):
                     job.pending += 1
                     pool.append((job, seq, piece))
                     pooled += len(piece.wave)
@@ -197,10 +223,10 @@ class Transcriber:
             yield jobs.pop(next_out).result(with_words)
             next_out += 1
 
-    def _pieces(self, path: str | os.PathLike, job: "_FileJob") -> Iterator[Piece]:
-        """Stream `path` through the segmenter; the job learns the file's duration at the end."""
+    def _pieces(self, blocks: Iterable[np.ndarray], job: "_FileJob") -> Iterator[Piece]:
+        """Stream 16 kHz blocks through the segmenter; the job learns the input's duration at the end."""
         segmenter = Segmenter(self.segment_config)
-        for block in stream_audio(path):
+        for block in blocks:
             yield from segmenter.feed(block)
         job.duration = segmenter.total_samples / SAMPLE_RATE
         yield from segmenter.finish()
