@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from asr.audio import HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
 from asr.augment import AugmentConfig, speed_perturb
-from asr.fileio import atomic_output
+from asr.fileio import atomic_output, read_tagged_json
 from asr.data import FeatureExample
 from asr.features import LOG_FLOOR, FeatureConfig, LogMel
 from asr.manifest import ManifestError, Utterance, read_manifest
@@ -257,16 +257,8 @@ def _drain(channel, bar: tqdm) -> None:
 
 def _read_meta(folder: Path) -> dict:
     """meta.json of a cache folder, checked for our format tag."""
-    path = Path(folder) / META
-    if not path.is_file():
-        raise FeatureCacheError(f"{folder}: not a finished feature cache (no {META}; run `python -m asr.featcache build`)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FeatureCacheError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FeatureCacheError(f"{path}: not an asr feature cache (format tag {FORMAT!r} missing)")
-    return meta
+    return read_tagged_json(Path(folder) / META, FORMAT, FeatureCacheError, what="an asr feature cache",
+                            missing=f"{folder}: not a finished feature cache (no {META}; run `python -m asr.featcache build`)")
 
 
 class FeatureCache:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -84,3 +85,23 @@ def path_from_folder(path: str | os.PathLike, folder: str | os.PathLike) -> str:
         return os.path.relpath(target, Path(folder).resolve())
     except ValueError:
         return str(target)
+
+
+def read_tagged_json(path: str | os.PathLike, format_tag: str, error: type[Exception], missing: str,
+                     what: str) -> dict:
+    """The JSON object in `path` whose "format" is `format_tag`; else `error` naming the file and the problem.
+
+    `missing` is the whole message for an absent file (saying how to make one); `what` names the
+    kind of file in the other messages ("a feature cache", "a search index").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(missing)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: unreadable metadata of {what} ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != format_tag:
+        raise error(f"{path}: not {what} (format tag {format_tag!r} missing)")
+    return meta
+

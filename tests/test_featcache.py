@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 from pathlib import Path
@@ -213,3 +214,18 @@ def test_cli_build_info_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert err.startswith("error: ") and "none.tsv" in err and "\n" not in err
     os.remove(tmp_path / "c" / META)
     assert main(["info", str(tmp_path / "c")]) == 1
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "not a finished feature cache"),
+    ("{not json", "unreadable metadata of an asr feature cache"),
+    ('{"format": 1}', "not an asr feature cache"),
+])
+def test_broken_cache_metadata_is_named(tmp_path, content, problem):
+    from asr.featcache import META, FeatureCache, FeatureCacheError
+
+    if content is not None:
+        (tmp_path / META).write_text(content)
+    with pytest.raises(FeatureCacheError, match=re.escape(problem)) as caught:
+        FeatureCache([tmp_path])
+    assert str(tmp_path) in str(caught.value)

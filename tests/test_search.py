@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,19 @@ def test_flipped_bit_in_a_search_model_is_detected(tmp_path, search_model):
     flipped.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="flipped.pt: corrupted checkpoint"):
         load_search_model(flipped)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "not a search index (no index.json"),
+    ("{not json", "unreadable metadata of a search index"),
+    ('{"format": "something-else"}', "not a search index (format tag"),
+    ("[1, 2]", "not a search index (format tag"),
+])
+def test_broken_index_metadata_is_named(tmp_path, content, problem):
+    from asr.search.index import SearchIndexError, load_index
+
+    if content is not None:
+        (tmp_path / "index.json").write_text(content)
+    with pytest.raises(SearchIndexError, match=re.escape(problem)) as caught:
+        load_index(tmp_path)
+    assert str(tmp_path) in str(caught.value)

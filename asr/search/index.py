@@ -34,7 +34,7 @@ import torch
 
 from asr.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio
 from asr.checkpoint import CheckpointError
-from asr.fileio import atomic_output, atomic_write_text, path_from_folder
+from asr.fileio import atomic_output, atomic_write_text, path_from_folder, read_tagged_json
 from asr.search import DEFAULT_HOP, DEFAULT_WIDTHS
 from asr.search.features import FileFeatures, SegmentFeaturizer, file_sha256
 from asr.search.model import SegmentAutoencoder, load_search_model
@@ -280,15 +280,8 @@ def save_index(index: SearchIndex, folder: str | os.PathLike) -> None:
 def load_index(folder: str | os.PathLike) -> SearchIndex:
     """Read an index folder; any problem raises SearchIndexError naming it."""
     folder = Path(folder)
-    meta_path = folder / "index.json"
-    if not meta_path.is_file():
-        raise SearchIndexError(f"{folder}: not a search index (no index.json; build one with `asr index build`)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SearchIndexError(f"{meta_path}: unreadable index metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-        raise SearchIndexError(f"{meta_path}: not a search index (format is not {INDEX_FORMAT!r})")
+    meta = read_tagged_json(folder / "index.json", INDEX_FORMAT, SearchIndexError, what="a search index",
+                            missing=f"{folder}: not a search index (no index.json; build one with `asr index build`)")
     vectors_path = folder / str(meta.get("vectors", ""))
     if not vectors_path.is_file() or file_sha256(vectors_path) != meta.get("vectors_sha256"):
         raise SearchIndexError(f"{folder}: vectors file {vectors_path.name} is missing or does not match index.json")
