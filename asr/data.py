@@ -107,6 +107,8 @@ class SpeechDataset(Dataset):
     def __getitem__(self, index: int) -> Example:
         utt = self.utterances[index]
         wave = self.audio(index)
+        # A narrow-band file keeps its own Nyquist cutoff after speed perturbation (not scaled by the
+        # speed): inference masks such files at that frequency, so training sees the same band edge.
         cutoff = float(utt.sample_rate) / 2 if utt.sample_rate < SAMPLE_RATE else 0.0
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])

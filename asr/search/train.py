@@ -175,7 +175,7 @@ def compute_features(segments: list[Segment], featurizer: SegmentFeaturizer, fil
             except AudioError as exc:
                 log.warning("skipped: %s", exc)
                 continue
-            cutoffs.append(band_cutoff(path))
+            cutoffs.append(band_cutoff(path))  # not scaled by `speed`: the band edge the index will see
             names.append(path)
         whole = featurizer.files(waves, cutoffs)
         pieces, piece_cutoffs, piece_ids = [], [], []
