@@ -1,4 +1,4 @@
-"""Log-mel features in torch (batched, CPU or GPU) and global CMVN.
+"""Log-mel features in torch (batched, CPU or GPU) and global CMVN (optionally after per-utterance mean removal).
 
 `LogMel` turns padded waveforms (B, N) at 16 kHz into (B, T, 80) natural-log mel energies with
 25 ms Hann windows every 10 ms, matching `librosa.feature.melspectrogram(center=True,
@@ -85,10 +85,16 @@ class LogMel(nn.Module):
 
 
 class GlobalCMVN(nn.Module):
-    """Global mean/variance normalisation with statistics stored as buffers (saved in checkpoints)."""
+    """Global mean/variance normalisation with statistics stored as buffers (saved in checkpoints).
 
-    def __init__(self, dim: int = N_MELS) -> None:
+    With `utterance_mean`, each utterance's own mean log-mel vector is subtracted first
+    (cepstral mean normalisation: a fixed microphone or channel colouring is an additive offset
+    in the log domain), and the global statistics describe features after that subtraction.
+    """
+
+    def __init__(self, dim: int = N_MELS, utterance_mean: bool = False) -> None:
         super().__init__()
+        self.utterance_mean = utterance_mean
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("inv_std", torch.ones(dim))
 
@@ -100,10 +106,19 @@ class GlobalCMVN(nn.Module):
         self.mean.copy_(mean)
         self.inv_std.copy_(var.rsqrt())
 
+    def centre(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) → (B, T, D) with each utterance's mean over its valid frames removed if
+        `utterance_mean` is set (else unchanged); the statistics are gathered after this step."""
+        if not self.utterance_mean:
+            return feats
+        mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
+        means = (feats * mask).sum(1, keepdim=True) / lengths.clamp_min(1)[:, None, None].to(feats)  # (B, 1, D)
+        return (feats - means) * mask
+
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) → (B, T, D) normalised; padded frames stay 0."""
         mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]
-        return (feats - self.mean) * self.inv_std * mask[..., None]
+        return (self.centre(feats, lengths) - self.mean) * self.inv_std * mask[..., None]
 
 
 def accumulate_stats(feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -23,6 +23,7 @@ class ModelConfig:
     dropout: float = 0.2
     projection_size: int = 0  # LSTM output projection per direction (0 = none)
     cell: str = "lstm"  # "lstm" or "gru"
+    utterance_mean: bool = False  # subtract each utterance's mean log-mel before the global CMVN
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +65,7 @@ class BiLSTMCTC(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.cmvn = GlobalCMVN(config.input_dim)
+        self.cmvn = GlobalCMVN(config.input_dim, config.utterance_mean)
         rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
         extra = {"proj_size": config.projection_size} if config.cell == "lstm" and config.projection_size else {}
         self.rnn = rnn_class(

@@ -211,7 +211,7 @@ def compute_cmvn(model: BiLSTMCTC, dataset: SpeechDataset | CachedFeatureDataset
     for start in starts[rank::world_size]:
         batch = collate([dataset.plain_example(int(i)) for i in indices[start : start + batch_size]]).to(device)
         feats, lengths = frontend_features(frontend, batch)
-        s, sq, n = accumulate_stats(feats, lengths)
+        s, sq, n = accumulate_stats(model.cmvn.centre(feats, lengths), lengths)
         stats[:dim] += s
         stats[dim : 2 * dim] += sq
         stats[-1] += n

@@ -115,6 +115,27 @@ def test_global_cmvn_normalises(frontend, waves):
     assert set(cmvn.state_dict()) == {"mean", "inv_std"}
 
 
+def test_utterance_mean_removes_a_fixed_channel_colouring(frontend, waves):
+    """With utterance_mean, a fixed per-band gain (a different microphone: an offset in log-mel)
+    leaves the normalised features unchanged, padding stays 0, and each utterance is centred."""
+    batch, lengths = pad_waves(waves)
+    feats, frames = frontend(batch, lengths)  # (B, T, 80)
+    mask = (torch.arange(feats.shape[1])[None, :] < frames[:, None])[..., None]  # (B, T, 1)
+    cmvn = GlobalCMVN(80, utterance_mean=True)
+    centred = cmvn.centre(feats, frames)
+    cmvn.set_stats(*accumulate_stats(centred, frames)[:2], accumulate_stats(centred, frames)[2])
+    colour = torch.linspace(-2.0, 1.5, 80)  # log-gain per mel band, e.g. a bright microphone
+    coloured = (feats + colour) * mask
+    torch.testing.assert_close(cmvn(coloured, frames), cmvn(feats, frames), atol=1e-4, rtol=0)
+    for i in range(len(waves)):
+        torch.testing.assert_close(centred[i, : frames[i]].mean(0), torch.zeros(80), atol=1e-4, rtol=0)
+    assert torch.count_nonzero(cmvn(feats, frames)[~mask.expand_as(feats)]) == 0
+    # without the option the colouring goes straight through
+    plain = GlobalCMVN(80)
+    plain.set_stats(*accumulate_stats(feats, frames))
+    assert (plain(coloured, frames) - plain(feats, frames)).abs().max() > 0.3
+
+
 def test_cutoff_masks_high_band_like_8k_audio(frontend, waves):
     wave = waves[0]
     telephone = soxr.resample(soxr.resample(wave, 16000, 8000, quality="HQ"), 8000, 16000, quality="HQ")

@@ -48,6 +48,7 @@ VARIANTS = [
     pytest.param({"cell": "lstm", "subsampling": 2, "projection_size": 8}, id="lstm-proj-k2"),
     pytest.param({"cell": "gru", "subsampling": 1}, id="gru-k1"),
     pytest.param({"cell": "lstm", "subsampling": 4, "num_layers": 1}, id="lstm-k4-1layer"),
+    pytest.param({"cell": "lstm", "subsampling": 3, "utterance_mean": True}, id="lstm-k3-utterance-mean"),
 ]
 
 
