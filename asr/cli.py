@@ -302,8 +302,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     task = config_task(args.config)
     if TRAIN_TASKS[task] is not None:
+        if args.set:
+            raise UserError(f"{args.config}: --set is for acoustic-model configs; edit this {task} config instead")
         return importlib.import_module(TRAIN_TASKS[task]).train_from_args(args)
-    config = TrainConfig.from_yaml(args.config)
+    config = TrainConfig.from_yaml(args.config, args.set or ())
     if args.out_dir:
         config.out_dir = args.out_dir
     final = train(config, resume=args.resume, stop_after_epochs=args.stop_after, device=args.device)
@@ -380,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
     p.add_argument("--out-dir", help="override the config's out_dir")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set model.hidden_size=256 --set seed=1 (repeatable)")
     p.add_argument("--stop-after", type=int, help="stop after this many epochs in this run (resume later)")
     p.add_argument("--device")
     p.set_defaults(func=cmd_train)
@@ -398,10 +402,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from asr.audio import AudioError
     from asr.checkpoint import CheckpointError
     from asr.manifest import ManifestError
-    from asr.train import TrainingDataError
+    from asr.train import ConfigError, TrainingDataError
     from asr.transcribe import ModelNotFoundError
 
-    return (UserError, AudioError, CheckpointError, ManifestError, ModelNotFoundError, TrainingDataError,
+    return (UserError, AudioError, CheckpointError, ManifestError, ModelNotFoundError, TrainingDataError, ConfigError,
             FileNotFoundError)
 
 

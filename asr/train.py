@@ -19,7 +19,8 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ def expand_env(value):
     if isinstance(value, dict):
         return {k: expand_env(v) for k, v in value.items()}
     return value
+
+
+class ConfigError(ValueError):
+    """A training config with an unknown key or a malformed value (reported as one line by the CLI)."""
 
 
 @dataclass
@@ -106,11 +111,24 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
-        """Read a YAML config. `$VAR` / `${VAR}` in strings are expanded from the environment (recipes
-        export `EXP`); relative paths are relative to the current directory (the repository root)."""
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle) or {}
+    def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> "TrainConfig":
+        """Read a YAML config, then apply `overrides` ("section.key=value", the value read as YAML).
+
+        `$VAR` / `${VAR}` in strings are expanded from the environment (recipes export `EXP`);
+        relative paths are relative to the current directory (the repository root). An unknown
+        key (a typo) or a malformed override raises ConfigError naming the file.
+        """
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        for override in overrides:
+            apply_override(raw, override, path)
+        check_keys(raw, path)
+        coerce_scalars(raw, path)
         return cls.from_dict(expand_env(raw))
 
     @classmethod
@@ -128,6 +146,71 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {"out_dir": self.out_dir, "seed": self.seed, "init_from": self.init_from, "data": vars(self.data), "model": self.model.to_dict(),
                 "augment": self.augment.to_dict(), "optim": vars(self.optim)}
+
+
+CONFIG_SECTIONS = {"data": DataConfig, "model": ModelConfig, "augment": AugmentConfig, "optim": OptimConfig}
+TOP_LEVEL_KEYS = {"out_dir", "seed", "init_from", "task", *CONFIG_SECTIONS}
+
+
+def check_keys(raw: dict, path: str | os.PathLike) -> None:
+    """Raise ConfigError for a key no setting has (a typo would otherwise be silently ignored)."""
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    for section, kind in CONFIG_SECTIONS.items():
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: {section} must be a mapping of settings")
+        known = {f.name for f in fields(kind)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting {section}.{unknown[0]} (known in {section}: "
+                              f"{', '.join(sorted(known))})")
+
+
+def _coerce(value, kind: str, name: str, path: str | os.PathLike):
+    """`value` as the scalar type `kind` ("float", "int", "bool"); YAML reads `5e-4` as a string."""
+    if kind == "float" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    ok = {"float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "bool": isinstance(value, bool)}.get(kind, True)
+    if not ok:
+        wanted = {"float": "a number", "int": "a whole number", "bool": "true or false"}[kind]
+        raise ConfigError(f"{path}: {name} must be {wanted}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def coerce_scalars(raw: dict, path: str | os.PathLike) -> None:
+    """Check (in place) that the float, int and bool settings hold such values; numeric strings become floats."""
+    if "seed" in raw:
+        raw["seed"] = _coerce(raw["seed"], "int", "seed", path)
+    for section, kind in CONFIG_SECTIONS.items():
+        values = raw.get(section) or {}
+        types = {f.name: str(f.type) for f in fields(kind)}
+        for key, value in values.items():
+            values[key] = _coerce(value, types[key], f"{section}.{key}", path)
+
+
+def apply_override(raw: dict, override: str, path: str | os.PathLike) -> None:
+    """Set "a.b=value" in the nested dict `raw`; the value is parsed as YAML ("true", "0.5", "[1, 2]")."""
+    key, sep, text = override.partition("=")
+    names = key.strip().split(".")
+    if not sep or not all(names):
+        raise ConfigError(f"{path}: override {override!r} is not KEY=VALUE (e.g. model.hidden_size=256)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: override {override!r}: the value is not valid YAML") from None
+    target = raw
+    for name in names[:-1]:
+        target = target.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{path}: override {override!r}: {name} is not a section")
+    target[names[-1]] = value
 
 
 def log(message: str) -> None:

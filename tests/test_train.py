@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -263,3 +264,55 @@ def test_export_for_inference(overfit_model, tmp_path):
     texts = [r.text for r in full.transcribe_files(paths, with_words=False)]
     assert [r.text for r in small.transcribe_files(paths, with_words=False)] == texts
     assert any(texts)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_yaml_typos_are_refused_naming_the_setting(tmp_path):
+    from asr.train import ConfigError
+
+    config = tmp_path / "train.yaml"
+    config.write_text("model:\n  hiden_size: 64\n")
+    with pytest.raises(ConfigError, match=r"train.yaml: unknown setting model.hiden_size .*hidden_size"):
+        TrainConfig.from_yaml(config)
+    config.write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match="unknown setting 'epochs'"):
+        TrainConfig.from_yaml(config)
+    config.write_text("data: [a, b]\n")
+    with pytest.raises(ConfigError, match="data must be a mapping"):
+        TrainConfig.from_yaml(config)
+    config.write_text("model: {hidden_size: 64\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        TrainConfig.from_yaml(config)
+
+
+def test_overrides_are_typed_and_checked(monkeypatch):
+    from asr.train import ConfigError
+
+    monkeypatch.setenv("EXP", "exp/x")
+    base = REPO / "recipes/default/conf/cmn_probe.yaml"
+    config = TrainConfig.from_yaml(base, ["model.utterance_mean=true", "seed=3", "optim.lr=5e-4",
+                                          "augment.speed_factors=[0.8, 1.2]", "out_dir=${EXP}/b"])
+    assert config.model.utterance_mean is True and config.seed == 3 and config.optim.lr == 5e-4
+    assert config.augment.speed_factors == [0.8, 1.2] and config.out_dir == "exp/x/b"
+    assert TrainConfig.from_yaml(base).model.utterance_mean is False  # the file itself is unchanged
+    for bad, problem in [("model.hiden_size=3", "unknown setting model.hiden_size"),
+                         ("model", "not KEY=VALUE"), ("seed.x=1", "seed is not a section"),
+                         ("optim.lr=[1,", "not valid YAML"), ("optim.lr=fast", "optim.lr must be a number"),
+                         ("optim.epochs=2.5", "optim.epochs must be a whole number"),
+                         ("model.utterance_mean=1", "model.utterance_mean must be true or false")]:
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            TrainConfig.from_yaml(base, [bad])
+
+
+def test_every_recipe_config_is_valid(monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("EXP", "exp/x")
+    checked = 0
+    for path in sorted(REPO.glob("recipes/*/conf/*.yaml")):
+        if (yaml.safe_load(path.read_text()) or {}).get("task", "ctc") == "ctc":
+            TrainConfig.from_yaml(path)
+            checked += 1
+    assert checked >= 5
