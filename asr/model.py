@@ -23,7 +23,9 @@ class ModelConfig:
     dropout: float = 0.2
     projection_size: int = 0  # LSTM output projection per direction (0 = none)
     cell: str = "lstm"  # "lstm" or "gru"
-    utterance_mean: bool = False  # subtract each utterance's mean log-mel before the global CMVN
+    # subtract each utterance's mean log-mel before the global CMVN; at inference the mean is over each
+    # decoded piece (<= 20 s), so a long recording's pauses shift it (RESULTS.md: not used by the bundled model)
+    utterance_mean: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

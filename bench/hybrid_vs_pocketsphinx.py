@@ -7,7 +7,8 @@ Systems, all on the same files in the same process, file by file (batch = 1), on
 * ``hybrid (state head)``: ``--decoder hybrid --hybrid-emissions trained`` with the bundled hybrid
   assets (frame-level state posteriors ÷ priors, lexicon, LM, numba Viterbi), exactly as `asr decode`
   builds it;
-* ``hybrid (CTC posteriors)``: ``--decoder hybrid --hybrid-emissions ctc`` (the default);
+* ``hybrid (CTC posteriors)``: ``--decoder hybrid --hybrid-emissions ctc`` (the default is whichever of
+  the two tuned better, recorded in the assets);
 * ``CTC beam + LM``: ``--decoder beam`` with the same LM (the model's tuned α/β when the LM is the
   bundled one);
 * ``PocketSphinx``: PocketSphinx 5 with its bundled en-us acoustic model (continuous HMM-GMM) and

@@ -228,6 +228,9 @@ def test_arpa_round_trip(tmp_path: Path, name: str) -> None:
     loaded = load_arpa(path)
     assert loaded.vocab == lm.vocab and loaded.counts == lm.counts and loaded.order == 3
     assert all_log10(loaded) == all_log10(lm)  # bit-identical
+    again = tmp_path / "again" / name
+    write_arpa(lm, again)
+    assert again.read_bytes() == path.read_bytes()  # no file name or time stamp in a gzip header
 
 
 LIBRISPEECH_STYLE = """\

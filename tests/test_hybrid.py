@@ -288,3 +288,24 @@ realign: 1
     assert set(assets.lexicon) == {"X", "I", "SIXTY", "ONE", "Z", "EIGHT", "OH", "TWO", "ENTER", "SEVENTY", "R", "O",
                                    "B", "E", "T"}
     assert np.all(assets.topology.loops() < 0)
+
+
+@needs_bundle
+def test_default_emissions_follow_the_tuning_record():
+    """Without --hybrid-emissions the decoder uses the source that tuned to the lower WER, and "ctc"
+    when nothing was tuned or when the state head belongs to another encoder."""
+    from asr.hybrid.decode import tuned_emissions
+    from asr.hybrid.model import HybridAssets
+    from asr.transcribe import Transcriber
+
+    model = Transcriber.from_pretrained(device="cpu").model
+    assets = HybridAssets.load(ASSETS)
+    for trained_wer, ctc_wer, expected in [(10.0, 12.0, "trained"), (12.0, 10.0, "ctc"), (10.0, 10.0, "ctc")]:
+        assets.decode["trained"] = {"tuned": {"best": {"wer": trained_wer}}}
+        assets.decode["ctc"] = {"tuned": {"best": {"wer": ctc_wer}}}
+        assert tuned_emissions(assets, model) == expected
+    assets.decode["trained"]["tuned"]["best"]["wer"] = 1.0
+    assets.fingerprint = "0" * 16  # a head trained on another encoder is never the default
+    assert tuned_emissions(assets, model) == "ctc"
+    assets.decode = {}
+    assert tuned_emissions(assets, model) == "ctc"

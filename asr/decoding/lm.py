@@ -20,6 +20,7 @@ exactly what the file means.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import time
@@ -421,16 +422,17 @@ def build_kneser_ney(sentences: Iterable[str], order: int = 3,
 
 
 def write_arpa(lm: NGramLM, path: str | os.PathLike) -> None:
-    """Write `lm` as an ARPA file (gzip-compressed if the name ends in .gz), atomically.
+    """Write `lm` as an ARPA file (gzip-compressed if the name ends in .gz), atomically and reproducibly.
 
     Values are written with Python's shortest round-trip float repr, so loading the file gives
     bit-identical log-probabilities. Backoffs are written for every order below the highest.
     """
     path = Path(path)
-    with atomic_output(path) as tmp:
-        opener = gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) if path.suffix == ".gz" else \
-            open(tmp, "w", encoding="utf-8")
-        with opener as handle:
+    with atomic_output(path) as tmp, open(tmp, "wb") as raw:
+        # gzip without a file name or time stamp in its header: the same LM gives the same bytes
+        stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) \
+            if path.suffix == ".gz" else raw
+        with stream, io.TextIOWrapper(stream, encoding="utf-8") as handle:
             handle.write("\n\\data\\\n")
             for k, count in enumerate(lm.counts, start=1):
                 handle.write(f"ngram {k}={count}\n")

@@ -132,6 +132,18 @@ def _given(value, default):
     return default if value is None else value
 
 
+def tuned_emissions(assets: HybridAssets, model) -> str:
+    """The emission source whose tuned scales scored the lower WER on the tuning set (recorded in the
+    assets by `python -m asr.hybrid.tune --write`); "ctc" when nothing was tuned, on a tie, or when the
+    state head belongs to another encoder than `model`."""
+    def tuned_wer(source: str) -> float:
+        best = assets.decode.get(source, {}).get("tuned", {}).get("best", {})
+        return float(best.get("wer", float("inf")))
+
+    usable = encoder_fingerprint(model) == assets.fingerprint
+    return "trained" if usable and tuned_wer("trained") < tuned_wer("ctc") else "ctc"
+
+
 def build_hybrid_decoder(args: argparse.Namespace, transcriber) -> HybridDecoder:
     """The decoder for `asr transcribe/decode --decoder hybrid`; swaps in the hybrid model if needed."""
     from asr.decoding.lm import load_arpa
@@ -141,7 +153,7 @@ def build_hybrid_decoder(args: argparse.Namespace, transcriber) -> HybridDecoder
         raise _user_error(f"{path}: hybrid assets not found (build them with `asr train --config "
                           "recipes/default/conf/hybrid.yaml`, or pass --hybrid-model)")
     assets = HybridAssets.load(path)
-    emissions = getattr(args, "hybrid_emissions", None) or "ctc"
+    emissions = getattr(args, "hybrid_emissions", None) or tuned_emissions(assets, transcriber.model)
     lm_path = resolve_lm_path(args, Path(transcriber.loaded.path))
     lm = None
     if lm_path:

@@ -9,9 +9,9 @@ def add_hybrid_args(parser: argparse.ArgumentParser) -> None:
     """Add the hybrid decoder's options to an `asr transcribe` / `asr decode` parser."""
     group = parser.add_argument_group("hybrid HMM/Viterbi (--decoder hybrid; also uses --lm, --alpha, --beta, --lexicon)")
     group.add_argument("--hybrid-model", help="hybrid assets .npz (default: asr/pretrained/hybrid.npz)")
-    group.add_argument("--hybrid-emissions", choices=["trained", "ctc"], default="ctc",
-                       help="emissions from the CTC model's own posteriors (default: it scored better on the "
-                       "bundled model's tuning speakers) or from the state head trained on frame labels")
+    group.add_argument("--hybrid-emissions", choices=["trained", "ctc"],
+                       help="emissions from the state head trained on frame labels, or from the CTC model's own "
+                       "posteriors (default: whichever scored better when the assets' scales were tuned)")
     group.add_argument("--acoustic-scale", type=float, help="emission weight (default: tuned value in the assets)")
     group.add_argument("--prior-scale", type=float, help="prior scale kappa: log p(s|x) - kappa log p(s) "
                        "(default: tuned value in the assets)")

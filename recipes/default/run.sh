@@ -45,10 +45,11 @@ if want_stage 1 "speaker-disjoint split"; then
 fi
 
 # train_stage NAME CONFIG: run one training stage unless its averaged model exists; resume if cut off.
+# TRAIN_ARGS (environment) adds `asr train` options to both stages, e.g. "--set model.utterance_mean=true".
 train_stage() {
   if [ -f "$exp/$1/avg.pt" ]; then echo "already trained: $exp/$1/avg.pt" >&2; return; fi
   local resume=""; [ -f "$exp/$1/last.pt" ] && resume="--resume"
-  python -m asr train --config "$2" --out-dir "$exp/$1" $resume
+  python -m asr train --config "$2" --out-dir "$exp/$1" $resume ${TRAIN_ARGS:-}
 }
 
 if want_stage 2 "train, first cycle"; then train_stage train "$config"; fi
