@@ -316,3 +316,22 @@ def test_every_recipe_config_is_valid(monkeypatch):
             TrainConfig.from_yaml(path)
             checked += 1
     assert checked >= 5
+
+
+def test_cmvn_statistics_are_gathered_after_the_utterance_mean():
+    """With utterance_mean the global statistics describe centred features: mean 0, and a variance
+    below the plain statistics' (the between-utterance spread is gone)."""
+    from asr.features import LogMel
+    from asr.model import BiLSTMCTC, ModelConfig
+    from asr.train import compute_cmvn
+
+    utterances = read_manifest(Path(__file__).parent / "data" / "an4_mblw.tsv")
+    dataset = SpeechDataset(utterances, CharTokenizer())
+    stats = {}
+    for centred in (False, True):
+        model = BiLSTMCTC(ModelConfig(hidden_size=8, num_layers=1, utterance_mean=centred))
+        compute_cmvn(model, dataset, LogMel(), torch.device("cpu"), batch_size=2)
+        stats[centred] = (model.cmvn.mean.clone(), model.cmvn.inv_std.clone())
+    assert stats[True][0].abs().max() < 1e-3
+    assert stats[False][0].abs().min() > 1.0  # raw log-mel means are far from 0
+    assert (stats[True][1] >= stats[False][1] - 1e-6).all()  # smaller spread, larger inverse std
