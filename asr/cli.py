@@ -302,8 +302,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     task = config_task(args.config)
     if TRAIN_TASKS[task] is not None:
-        if args.set:
-            raise UserError(f"{args.config}: --set is for acoustic-model configs; edit this {task} config instead")
         return importlib.import_module(TRAIN_TASKS[task]).train_from_args(args)
     config = TrainConfig.from_yaml(args.config, args.set or ())
     if args.out_dir:

@@ -33,6 +33,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ from asr.hybrid.model import HybridAssets, StateHead, encoder_fingerprint
 from asr.hybrid.topology import Topology
 from asr.manifest import Utterance
 from asr.model import BiLSTMCTC
-from asr.train import TrainingDataError, expand_env, features, load_utterances, log, lr_lambda
+from asr.train import TrainingDataError, apply_override, expand_env, features, load_utterances, log, lr_lambda
 from asr.features import LogMel
 from asr.text import normalize_text
 
@@ -70,9 +71,15 @@ class HybridTrainConfig:
     decode: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_DECODE)))
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "HybridTrainConfig":
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "HybridTrainConfig":
+        """Read a `task: hybrid` YAML, then apply `overrides` ("section.key=value", as `asr train --set`)."""
         with open(path, encoding="utf-8") as handle:
-            raw = expand_env(yaml.safe_load(handle) or {})
+            raw = yaml.safe_load(handle) or {}
+        if not isinstance(raw, dict):
+            raise TrainingDataError(f"{path}: expected a mapping of settings at the top level")
+        for override in overrides:
+            apply_override(raw, override, path)
+        raw = expand_env(raw)
         raw.pop("task", None)
         base = cls()
         unknown = set(raw) - set(asdict(base))
@@ -273,7 +280,7 @@ def train_hybrid(config: HybridTrainConfig, out_dir: str | None = None) -> Path:
 
 def train_from_args(args: argparse.Namespace) -> int:
     """`asr train --config X.yaml` with `task: hybrid` (`--resume` and `--stop-after` do not apply: it is one short run)."""
-    config = HybridTrainConfig.from_yaml(args.config)
+    config = HybridTrainConfig.from_yaml(args.config, getattr(args, "set", None) or ())
     if getattr(args, "device", None) not in (None, "cpu"):
         log("note: the hybrid head trains on CPU (one frozen-encoder pass, then a small MLP)")
     print(train_hybrid(config, args.out_dir))

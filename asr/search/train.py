@@ -32,6 +32,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -133,8 +134,16 @@ class AutoencoderTrainConfig:
         return config
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "AutoencoderTrainConfig":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> "AutoencoderTrainConfig":
+        """Read a `task: autoencoder` YAML, then apply `overrides` ("section.key=value", as `asr train --set`)."""
+        from asr.train import apply_override
+
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise ValueError("expected a mapping of settings at the top level")
+        for override in overrides:
+            apply_override(raw, override, path)
+        return cls.from_dict(raw)
 
 
 @dataclass
@@ -435,7 +444,7 @@ def train_from_args(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        config = AutoencoderTrainConfig.from_yaml(args.config)
+        config = AutoencoderTrainConfig.from_yaml(args.config, getattr(args, "set", None) or ())
     except (ValueError, TypeError) as exc:
         raise UserError(f"{args.config}: {exc}") from None
     if getattr(args, "out_dir", None):
