@@ -135,15 +135,23 @@ class Transcriber:
         """One batch of 16 kHz waveforms → (text, words relative to each wave) per wave."""
         log_probs, lengths = self.log_probs(waves, cutoffs)  # (B, T', V), (B,)
         wanted = with_words if isinstance(with_words, list) else [with_words] * len(waves)
+        return self.decode_log_probs(log_probs, lengths, [len(wave) / SAMPLE_RATE for wave in waves], wanted)
+
+    def decode_log_probs(self, log_probs: torch.Tensor, lengths: torch.Tensor, durations: list[float],
+                         wanted: list[bool]) -> list[tuple[str, list[WordSpan]]]:
+        """(B, T', V) log-probs of B pieces lasting `durations` seconds → (text, words) per piece.
+
+        Words (times relative to the piece) are found only where `wanted`; otherwise they are [].
+        """
         if hasattr(self.decoder, "decode_words"):  # the decoder times its own words (hybrid Viterbi)
             decoded = self.decoder.decode_words(log_probs, lengths, self.tokenizer, self.frame_shift_s, wanted)
-            return [(text, clamp_words(words, len(wave) / SAMPLE_RATE)) for (text, words), wave in zip(decoded, waves)]
+            return [(text, clamp_words(words, duration)) for (text, words), duration in zip(decoded, durations)]
         texts = self.decoder.decode(log_probs, lengths)
         results = []
         for i, text in enumerate(texts):
             words = []
             if wanted[i] and text:
-                duration = len(waves[i]) / SAMPLE_RATE
+                duration = durations[i]
                 try:
                     words = align_words(log_probs[i, : lengths[i]], text, self.tokenizer, self.frame_shift_s)
                 except ValueError:  # a decoder may output more labels than the CTC frames can hold
@@ -275,7 +283,16 @@ class _FileJob:
         if self.error is not None:
             return self.error
         ordered = [self.parts[seq] for seq in sorted(self.parts)]
-        texts = [" ".join(w.word for w in stitch_words([(span, words)], self.duration)) if span.overlaps else text
-                 for span, text, words in ordered]  # an overlapping piece says only the words it keeps
         words = stitch_words([(span, words) for span, _, words in ordered], self.duration) if with_words else []
-        return Transcript(self.path, " ".join(t for t in texts if t), self.duration, words)
+        return Transcript(self.path, join_pieces(ordered, self.duration), self.duration, words)
+
+
+def join_pieces(parts: list[tuple[Span, str, list[WordSpan]]], duration: float) -> str:
+    """The text of a recording from its decoded pieces, in order: (span, text, words relative to the piece).
+
+    A piece that overlaps a neighbour says only the words it keeps (so it needs its words); the
+    others say their whole text.
+    """
+    texts = [" ".join(w.word for w in stitch_words([(span, words)], duration)) if span.overlaps else text
+             for span, text, words in parts]
+    return " ".join(t for t in texts if t)

@@ -7,12 +7,14 @@ bundled model decodes with its LM and tuned weights out of the box:
     {"lm": "lm.arpa.gz", "beam": 16, "alpha": 0.8, "beta": 1.5, "lexicon": false, "tuned": {...}}
 
 `lm` is relative to the JSON file's folder (or absolute). `asr tune --model M --manifest DEV --lm
-ARPA` computes the model's log-probs for DEV once, decodes them for every (alpha, beta) of a grid,
-and writes the pair with the lowest WER (ties: lower CER, then smaller alpha) to `M.decode.json`.
+ARPA` computes the model's log-probs for DEV once (files cut into pieces exactly as `asr decode`
+cuts them), decodes them for every (alpha, beta) of a grid, and writes the pair with the lowest
+WER (ties: lower CER, then smaller alpha) to `M.decode.json`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -25,6 +27,7 @@ import numpy as np
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.fileio import atomic_write_text
 from asr.metrics import error_counts
+from asr.segment import Span
 
 DEFAULT_BEAM, DEFAULT_ALPHA, DEFAULT_BETA = 16, 0.5, 1.0
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2).tolist())
@@ -80,11 +83,17 @@ def save_decode_settings(model_path: str | os.PathLike, settings: DecodeSettings
 
 def compute_log_probs(transcriber, paths: Sequence[str | os.PathLike], batch_seconds: float = 100.0
                       ) -> list[np.ndarray]:
-    """The model's (T', V) log-probs for each file, in input order (length-sorted batches inside)."""
+    """The model's (T', V) log-probs for each whole file, in input order (length-sorted batches inside)."""
     from asr.transcribe import band_cutoff
 
     waves = [load_audio(p) for p in paths]
-    cutoffs = [band_cutoff(p) for p in paths]
+    return _batched_log_probs(transcriber, waves, [band_cutoff(p) for p in paths], batch_seconds)
+
+
+def _batched_log_probs(transcriber, waves: Sequence[np.ndarray], cutoffs: Sequence[float],
+                       batch_seconds: float) -> list[np.ndarray]:
+    """(T'_i, V) log-probs of 16 kHz waves, in input order; batches of similar length, each at most
+    `batch_seconds` of padded audio (a longer wave is a batch of its own)."""
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     out: list[np.ndarray | None] = [None] * len(waves)
     start = 0
@@ -98,6 +107,62 @@ def compute_log_probs(transcriber, paths: Sequence[str | os.PathLike], batch_sec
             out[i] = log_probs[row, : lengths[row]].numpy()
         start = stop
     return out  # type: ignore[return-value]
+
+
+@dataclass
+class TuningFile:
+    """One tuning recording cut into pieces exactly as `asr decode` cuts it, with each piece's log-probs."""
+
+    duration: float  # seconds
+    spans: list[Span]  # where each piece lies in the recording
+    log_probs: list[np.ndarray]  # per piece (T'_i, V)
+
+
+def compute_piece_log_probs(transcriber, paths: Sequence[str | os.PathLike], batch_seconds: float = 100.0
+                            ) -> list[TuningFile]:
+    """Each file cut by `transcriber`'s segmenter (a file up to `whole_file_s` stays whole; a
+    near-silent one has no piece) and every piece's log-probs, computed once for a whole grid."""
+    from asr.segment import Segmenter
+    from asr.transcribe import band_cutoff
+
+    files: list[TuningFile] = []
+    pieces, cutoffs, owners = [], [], []  # flat over files
+    for path in paths:
+        wave = load_audio(path)
+        segmenter = Segmenter(transcriber.segment_config)
+        found = segmenter.feed(wave) + segmenter.finish()
+        files.append(TuningFile(len(wave) / SAMPLE_RATE, [piece.span for piece in found], []))
+        pieces += [piece.wave for piece in found]
+        cutoffs += [band_cutoff(path)] * len(found)
+        owners += [len(files) - 1] * len(found)
+    for i, log_probs in enumerate(_batched_log_probs(transcriber, pieces, cutoffs, batch_seconds)):
+        files[owners[i]].log_probs.append(log_probs)
+    return files
+
+
+def plain_pieces(files: Sequence[TuningFile]) -> list[np.ndarray]:
+    """Log-probs of the pieces that overlap no neighbour, in order: their text is the decoder's output as is."""
+    return [lp for f in files for span, lp in zip(f.spans, f.log_probs) if not span.overlaps]
+
+
+def join_files(transcriber, files: Sequence[TuningFile], plain_texts: Sequence[str]) -> list[str]:
+    """Whole-recording texts as `asr decode` makes them from the pieces (`plain_texts` = the decoded
+    `plain_pieces`, in order). Pieces that overlap a neighbour are decoded here with
+    `transcriber.decoder` and keep only their own words, as in decoding."""
+    from asr.transcribe import join_pieces
+
+    texts = iter(plain_texts)
+    results = []
+    for f in files:
+        overlapping = [lp for span, lp in zip(f.spans, f.log_probs) if span.overlaps]
+        decoded = iter([])
+        if overlapping:
+            batch, lengths = _stack(overlapping)  # (B, T', V)
+            durations = [(span.end - span.start) / SAMPLE_RATE for span in f.spans if span.overlaps]
+            decoded = iter(transcriber.decode_log_probs(batch, lengths, durations, [True] * len(overlapping)))
+        parts = [(span, *next(decoded)) if span.overlaps else (span, next(texts), []) for span in f.spans]
+        results.append(join_pieces(parts, f.duration))
+    return results
 
 
 @dataclass
@@ -116,19 +181,22 @@ def score_texts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]
     return 100 * words["errors"] / max(1, words["ref_len"]), 100 * chars["errors"] / max(1, chars["ref_len"])
 
 
-def grid_search(log_probs: Sequence[np.ndarray], refs: Sequence[str], tokenizer, lm, alphas: Sequence[float],
+def grid_search(transcriber, files: Sequence[TuningFile], refs: Sequence[str], lm, alphas: Sequence[float],
                 betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False) -> list[GridPoint]:
-    """Decode every utterance for every (alpha, beta); return the points best first.
+    """Decode every file for every (alpha, beta), as `asr decode` would; return the points best first.
 
     Ranking: lowest WER, then lowest CER, then the smallest alpha and |beta| (the least LM that does as well).
     """
     from asr.decoding.beam import BeamSearchDecoder
 
+    plain = plain_pieces(files)
+    trial = copy.copy(transcriber)  # the caller's transcriber keeps its decoder
     points = []
     for alpha in alphas:
         for beta in betas:
-            decoder = BeamSearchDecoder(tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta, lexicon=lexicon)
-            hyps = [decoder.decode(lp[None])[0] for lp in log_probs]
+            trial.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta,
+                                              lexicon=lexicon)
+            hyps = join_files(trial, files, [trial.decoder.decode(lp[None])[0] for lp in plain])
             wer, cer = score_texts(refs, hyps)
             points.append(GridPoint(float(alpha), float(beta), wer, cer))
     return sorted(points, key=lambda p: (round(p.wer, 6), round(p.cer, 6), p.alpha, abs(p.beta)))
@@ -165,14 +233,15 @@ def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | 
     if not utterances:
         raise ValueError(f"{manifest}: no utterances to tune on")
     lm = load_arpa(lm_path) if lm_path else None
-    log_probs = compute_log_probs(transcriber, [u.audio_path for u in utterances])
+    files = compute_piece_log_probs(transcriber, [u.audio_path for u in utterances])
     refs = [normalize_text(u.text) for u in utterances]
     greedy = transcriber.decoder.__class__.__name__ == "GreedyDecoder"
-    points = grid_search(log_probs, refs, transcriber.tokenizer, lm, alphas, betas, beam, lexicon)
+    points = grid_search(transcriber, files, refs, lm, alphas, betas, beam, lexicon)
     best = points[0]
     baseline = {}
     if greedy:
-        hyps = transcriber.decoder.decode(*_stack(log_probs))
+        plain = plain_pieces(files)
+        hyps = join_files(transcriber, files, transcriber.decoder.decode(*_stack(plain)) if plain else [])
         baseline = dict(zip(("greedy_wer", "greedy_cer"), score_texts(refs, hyps)))
     info = {"manifest": str(manifest), "utterances": len(refs), "wer": round(best.wer, 3), "cer": round(best.cer, 3),
             **{k: round(v, 3) for k, v in baseline.items()}, "alphas": list(alphas), "betas": list(betas),

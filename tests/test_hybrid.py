@@ -309,3 +309,28 @@ def test_default_emissions_follow_the_tuning_record():
     assert tuned_emissions(assets, model) == "ctc"
     assets.decode = {}
     assert tuned_emissions(assets, model) == "ctc"
+
+
+@needs_bundle
+def test_tuning_scores_what_decoding_with_the_chosen_scales_gives(tmp_path, monkeypatch):
+    """`python -m asr.hybrid.tune` ranks points by the WER `asr decode --decoder hybrid` then gets,
+    also when files are cut into pieces (here pieces of 1 s, some overlapping a neighbour)."""
+    import functools
+    import json
+
+    import asr.transcribe
+    from asr.cli import main
+    from asr.hybrid.tune import parse_args, run
+    from asr.segment import SegmentConfig
+
+    cutting = functools.partial(SegmentConfig, max_chunk_s=1.0, overlap_s=0.3, whole_file_s=1.2, min_pause_s=0.5)
+    monkeypatch.setattr(asr.transcribe, "SegmentConfig", cutting)
+    summary = run(parse_args(["--manifest", str(MBLW), "--emissions", "ctc", "--prior-scales", "0,0.5",
+                              "--lm-weights", "0.25", "--word-bonuses", "0,1"]))
+    assert summary["grid_points"] == 4
+    best = summary["best"]
+    assert main(["decode", "--decoder", "hybrid", "--hybrid-emissions", "ctc", "--prior-scale", str(best["prior_scale"]),
+                 "--alpha", str(best["lm_weight"]), "--beta", str(best["word_bonus"]), "--manifest", str(MBLW),
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
+    decoded = json.loads((tmp_path / "wer.json").read_text())
+    assert decoded["wer"] == pytest.approx(best["wer"], abs=0.01) and decoded["cer"] == pytest.approx(best["cer"], abs=0.01)

@@ -128,3 +128,31 @@ def test_empty_grid_and_mistyped_settings_are_one_line(capsys, overfit_model, tm
     settings_path(model).write_text('{"beam": "many"}')
     code, out, err = run_cli(capsys, "transcribe", "--model", model, "--decoder", "beam", CLIP)
     assert code == 1 and out == "" and "am.decode.json: not a valid decode settings file" in err
+
+
+def test_tuning_scores_files_cut_into_pieces_exactly_as_decoding_does(overfit_model):
+    """With pieces shorter than the clips (some cut inside speech, so they overlap a neighbour),
+    the WER `tune` reports for a grid point is the WER of decoding the files with that point."""
+    from asr.decoding.beam import BeamSearchDecoder
+    from asr.manifest import read_manifest
+    from asr.segment import SegmentConfig
+    from asr.text import normalize_text
+    from asr.transcribe import Transcriber
+    from asr.tune import compute_piece_log_probs, score_texts, tune
+
+    cutting = SegmentConfig(max_chunk_s=1.0, overlap_s=0.3, whole_file_s=1.2, min_pause_s=0.5)
+    transcriber = Transcriber.from_pretrained(overfit_model, device="cpu", segment_config=cutting)
+    utterances = read_manifest(MANIFEST)
+    paths = [u.audio_path for u in utterances]
+    files = compute_piece_log_probs(transcriber, paths)
+    assert any(len(f.spans) > 1 for f in files) and any(s.overlaps for f in files for s in f.spans)
+
+    settings, points = tune(transcriber, MANIFEST, None, alphas=[0.0], betas=[0.5], beam=4)
+    refs = [normalize_text(u.text) for u in utterances]
+    greedy = [t.text for t in transcriber.transcribe_files(paths, with_words=False)]
+    assert settings.tuned["greedy_wer"] == pytest.approx(round(score_texts(refs, greedy)[0], 3))
+    transcriber.decoder = BeamSearchDecoder(transcriber.tokenizer, beam_size=4, alpha=0.0, beta=0.5)
+    beam = [t.text for t in transcriber.transcribe_files(paths, with_words=False)]
+    assert (points[0].wer, points[0].cer) == pytest.approx(score_texts(refs, beam))
+    whole = Transcriber.from_pretrained(overfit_model, device="cpu")
+    assert [len(f.spans) for f in compute_piece_log_probs(whole, paths)] == [1] * len(paths)  # short files stay whole

@@ -4,7 +4,7 @@
         [--model M] [--hybrid-model X.npz] [--lm ARPA|none] [--prior-scales 0:1:0.25]
         [--lm-weights 0:2:0.25] [--word-bonuses=-2:4:1] [--write]
 
-The model's outputs are computed once; each grid point (prior scale κ, LM weight α, word bonus β;
+The model's outputs are computed once (files cut into pieces exactly as `asr decode` cuts them); each grid point (prior scale κ, LM weight α, word bonus β;
 acoustic scale 1, which only trades off against the other three) re-runs the Viterbi search.
 Points are ranked by WER, then CER, then the smallest α, |β| and κ. `--write` stores the winner in the
 assets' ``decode[emissions]`` entry, which `--decoder hybrid` uses when the flags are not given.
@@ -26,7 +26,7 @@ from asr.hybrid.model import HybridAssets, HybridModel, encoder_fingerprint
 from asr.manifest import read_manifest
 from asr.text import normalize_text
 from asr.transcribe import Transcriber
-from asr.tune import compute_log_probs, parse_grid, score_texts
+from asr.tune import compute_piece_log_probs, join_files, parse_grid, plain_pieces, score_texts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,11 +61,13 @@ def run(args: argparse.Namespace) -> dict:
         if encoder_fingerprint(transcriber.model) != assets.fingerprint:
             raise UserError(f"{args.hybrid_model}: state head trained on another encoder than {transcriber.loaded.path}")
         transcriber.model = HybridModel(transcriber.model, assets.build_head()).eval()
-    outputs = compute_log_probs(transcriber, [u.audio_path for u in utts])  # per utt (T', V[+S])
+    files = compute_piece_log_probs(transcriber, [u.audio_path for u in utts])  # pieces as `asr decode` cuts them
+    outputs = plain_pieces(files)  # per piece (T', V[+S])
     refs = [normalize_text(u.text) for u in utts]
     lexicon = [w for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")] if args.lexicon and lm else None
     decoder = HybridDecoder(assets, args.emissions, lm=lm, acoustic_scale=1.0, beam=args.viterbi_beam,
                             max_active=args.max_active, ctc_columns=transcriber.tokenizer.vocab_size, lexicon=lexicon)
+    transcriber.decoder = decoder  # decodes the pieces that overlap a neighbour (join_files), with the grid's values
     points = []
     for kappa in parse_grid(args.prior_scales, [0.0, 0.25, 0.5, 0.75, 1.0]):
         decoder.prior_scale = kappa
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> dict:
             decoder.viterbi.lm_weight = alpha
             for beta in parse_grid(args.word_bonuses, [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0]):
                 decoder.viterbi.word_bonus = beta
-                hyps = [" ".join(decoder.viterbi.decode(e).words) for e in emissions]
+                hyps = join_files(transcriber, files, [" ".join(decoder.viterbi.decode(e).words) for e in emissions])
                 wer, cer = score_texts(refs, hyps)
                 points.append({"prior_scale": kappa, "lm_weight": alpha, "word_bonus": beta, "wer": wer, "cer": cer})
     points.sort(key=lambda p: (round(p["wer"], 6), round(p["cer"], 6), p["lm_weight"], abs(p["word_bonus"]),
