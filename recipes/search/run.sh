@@ -13,6 +13,7 @@
 #   stage 5  bench/search_eval.py on held-out speakers: embeddings vs DTW on MFCCs and on posteriors
 #   stage 6  export the search model (float16 weights) to asr/pretrained/search.pt
 # Needs the speaker-disjoint splits of recipes/default/run.sh stage 1 (DEFAULT_EXP/data, default exp/default).
+# ALIGN_MODEL (environment) names the acoustic model for stage 1's alignments (default: the bundled one).
 # Run from the repository root. Every stage is idempotent: finished work is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +34,7 @@ if want_stage 1 "word segments"; then
       manifest="$splits/$corpus/$part.tsv"; out="$exp/segments/${corpus}_$part.tsv"
       if [ -f "$out" ]; then echo "already done: $out" >&2; continue; fi
       [ "$(wc -l < "$manifest")" -gt 1 ] || continue   # librivox has no dev speaker
-      $nice python -m asr.search.segments --manifest "$manifest" -o "$out"
+      $nice python -m asr.search.segments --manifest "$manifest" -o "$out" ${ALIGN_MODEL:+--model "$ALIGN_MODEL"}
     done
   done
   wc -l "$exp"/segments/*.tsv >&2
