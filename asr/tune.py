@@ -21,13 +21,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.fileio import atomic_write_text
 from asr.metrics import error_counts
-from asr.segment import Span
+
+if TYPE_CHECKING:
+    from asr.segment import Span
 
 DEFAULT_BEAM, DEFAULT_ALPHA, DEFAULT_BETA = 16, 0.5, 1.0
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2).tolist())

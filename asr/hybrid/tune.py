@@ -4,8 +4,9 @@
         [--model M] [--hybrid-model X.npz] [--lm ARPA|none] [--prior-scales 0:1:0.25]
         [--lm-weights 0:2:0.25] [--word-bonuses=-2:4:1] [--write]
 
-The model's outputs are computed once (files cut into pieces exactly as `asr decode` cuts them); each grid point (prior scale κ, LM weight α, word bonus β;
-acoustic scale 1, which only trades off against the other three) re-runs the Viterbi search.
+The model's outputs are computed once, for files cut into pieces exactly as `asr decode` cuts them;
+each grid point (prior scale κ, LM weight α, word bonus β; acoustic scale 1, which only trades off
+against the other three) re-runs the Viterbi search.
 Points are ranked by WER, then CER, then the smallest α, |β| and κ. `--write` stores the winner in the
 assets' ``decode[emissions]`` entry, which `--decoder hybrid` uses when the flags are not given.
 """
