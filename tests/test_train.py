@@ -327,7 +327,7 @@ def test_hybrid_and_autoencoder_configs_take_overrides(monkeypatch):
     """`asr train --set` works for every task: the value lands in the config, the file is untouched."""
     from asr.hybrid.train import HybridTrainConfig
     from asr.search.train import AutoencoderTrainConfig
-    from asr.train import ConfigError
+    from asr.train import ConfigError, TrainingDataError
 
     monkeypatch.setenv("EXP", "exp/x")
     hybrid_yaml = REPO / "recipes/default/conf/hybrid.yaml"
@@ -340,6 +340,10 @@ def test_hybrid_and_autoencoder_configs_take_overrides(monkeypatch):
     assert ae.seed == 7 and AutoencoderTrainConfig.from_yaml(ae_yaml).seed != 7
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         HybridTrainConfig.from_yaml(hybrid_yaml, ["epochs"])
+    with pytest.raises(TrainingDataError, match=r"hybrid.yaml: unknown setting optim.epoch in a hybrid config .*epochs"):
+        HybridTrainConfig.from_yaml(hybrid_yaml, ["optim.epoch=3"])  # a typo is refused, not silently ignored
+    with pytest.raises(TrainingDataError, match="head must be a mapping"):
+        HybridTrainConfig.from_yaml(hybrid_yaml, ["head=3"])
 
 
 def test_cmvn_statistics_are_gathered_after_the_utterance_mean():

@@ -87,7 +87,14 @@ class HybridTrainConfig:
             raise TrainingDataError(f"{path}: unknown keys {sorted(unknown)} in a hybrid config")
         for key in ("data", "topology", "head", "optim", "decode"):
             merged = dict(getattr(base, key))
-            merged.update(raw.pop(key, {}) or {})
+            given = raw.pop(key, {}) or {}
+            if not isinstance(given, dict):
+                raise TrainingDataError(f"{path}: {key} must be a mapping of settings")
+            typo = sorted(set(given) - set(merged))
+            if typo:
+                raise TrainingDataError(f"{path}: unknown setting {key}.{typo[0]} in a hybrid config "
+                                        f"(known in {key}: {', '.join(sorted(merged))})")
+            merged.update(given)
             setattr(base, key, merged)
         for key, value in raw.items():
             setattr(base, key, value)
