@@ -118,15 +118,7 @@ class TrainConfig:
         relative paths are relative to the current directory (the repository root). An unknown
         key (a typo) or a malformed override raises ConfigError naming the file.
         """
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-        for override in overrides:
-            apply_override(raw, override, path)
+        raw = read_yaml_config(path, overrides)
         check_keys(raw, path)
         coerce_scalars(raw, path)
         return cls.from_dict(expand_env(raw))
@@ -193,6 +185,21 @@ def coerce_scalars(raw: dict, path: str | os.PathLike) -> None:
         types = {f.name: str(f.type) for f in fields(kind)}
         for key, value in values.items():
             values[key] = _coerce(value, types[key], f"{section}.{key}", path)
+
+
+def read_yaml_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
+    """The settings of a training YAML (any task) as a dict, with `overrides` ("section.key=value") applied;
+    `$VAR`s are not expanded yet. Invalid YAML or a top level that is not a mapping raises ConfigError."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for override in overrides:
+        apply_override(raw, override, path)
+    return raw
 
 
 def apply_override(raw: dict, override: str, path: str | os.PathLike) -> None:

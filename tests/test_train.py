@@ -323,6 +323,16 @@ def test_every_recipe_config_is_valid(monkeypatch):
     assert checked["ctc"] >= 5 and checked["hybrid"] >= 2 and checked["autoencoder"] >= 1
 
 
+def test_a_bad_override_is_one_line_naming_the_file_once_for_every_task(capsys):
+    from asr.cli import main
+
+    for config in ("recipes/default/conf/train.yaml", "recipes/default/conf/hybrid.yaml",
+                   "recipes/search/conf/plain.yaml"):
+        assert main(["train", "--config", str(REPO / config), "--set", "optim"]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.count(config) == 1 and "is not KEY=VALUE" in line, line
+
+
 def test_hybrid_and_autoencoder_configs_take_overrides(monkeypatch):
     """`asr train --set` works for every task: the value lands in the config, the file is untouched."""
     from asr.hybrid.train import HybridTrainConfig

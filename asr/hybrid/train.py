@@ -37,7 +37,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from asr.checkpoint import load_model
 from asr.data import BucketBatchSampler, SpeechDataset, collate
@@ -46,7 +45,7 @@ from asr.hybrid.model import HybridAssets, StateHead, encoder_fingerprint
 from asr.hybrid.topology import Topology
 from asr.manifest import Utterance
 from asr.model import BiLSTMCTC
-from asr.train import TrainingDataError, apply_override, expand_env, features, load_utterances, log, lr_lambda
+from asr.train import TrainingDataError, expand_env, features, load_utterances, log, lr_lambda, read_yaml_config
 from asr.features import LogMel
 from asr.text import normalize_text
 
@@ -73,13 +72,7 @@ class HybridTrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "HybridTrainConfig":
         """Read a `task: hybrid` YAML, then apply `overrides` ("section.key=value", as `asr train --set`)."""
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle) or {}
-        if not isinstance(raw, dict):
-            raise TrainingDataError(f"{path}: expected a mapping of settings at the top level")
-        for override in overrides:
-            apply_override(raw, override, path)
-        raw = expand_env(raw)
+        raw = expand_env(read_yaml_config(path, overrides))
         raw.pop("task", None)
         base = cls()
         unknown = set(raw) - set(asdict(base))

@@ -36,7 +36,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 
 from asr.audio import SAMPLE_RATE, AudioError, load_audio
 from asr.checkpoint import CheckpointError, atomic_torch_save
@@ -136,14 +135,9 @@ class AutoencoderTrainConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> "AutoencoderTrainConfig":
         """Read a `task: autoencoder` YAML, then apply `overrides` ("section.key=value", as `asr train --set`)."""
-        from asr.train import apply_override
+        from asr.train import read_yaml_config
 
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ValueError("expected a mapping of settings at the top level")
-        for override in overrides:
-            apply_override(raw, override, path)
-        return cls.from_dict(raw)
+        return cls.from_dict(read_yaml_config(path, overrides))
 
 
 @dataclass
@@ -441,10 +435,13 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
 def train_from_args(args: argparse.Namespace) -> int:
     """The `asr train` entry point for `task: autoencoder`."""
     from asr.cli import UserError
+    from asr.train import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         config = AutoencoderTrainConfig.from_yaml(args.config, getattr(args, "set", None) or ())
+    except ConfigError:
+        raise  # its message already names the file
     except (ValueError, TypeError) as exc:
         raise UserError(f"{args.config}: {exc}") from None
     if getattr(args, "out_dir", None):
