@@ -137,7 +137,7 @@ def cmd_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from asr.tune import DEFAULT_ALPHAS, DEFAULT_BETAS, parse_grid, save_decode_settings, tune
+    from asr.tune import DEFAULT_ALPHAS, DEFAULT_BETAS, grid_edge_warnings, parse_grid, save_decode_settings, tune
     from asr.transcribe import Transcriber
 
     try:
@@ -154,6 +154,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     for point in points[: args.show]:
         print(f"alpha {point.alpha:5.2f}  beta {point.beta:5.2f}  WER {point.wer:6.2f}%  CER {point.cer:6.2f}%")
+    for line in grid_edge_warnings({"--alphas": settings.alpha, "--betas": settings.beta},
+                                   {"--alphas": alphas, "--betas": betas}, limits={"--alphas": (0.0, None)}):
+        print(line, file=sys.stderr)
     target = transcriber.loaded.path if args.out is None else Path(args.out)
     written = save_decode_settings(target, settings)
     greedy = settings.tuned.get("greedy_wer")
@@ -357,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=16, help="beam width (default 16)")
     p.add_argument("--lexicon", action="store_true", help="tune the lexicon-constrained mode")
     p.add_argument("--alphas", help="LM weights: 'a,b,c' or 'start:stop:step' (default 0:3:0.25)")
-    p.add_argument("--betas", help="word bonuses, same syntax (default -1:4:0.5)")
+    p.add_argument("--betas", help="word bonuses, same syntax (default -4:4:0.5; write --betas=-4:4:0.5, since a value "
+                   "starting with '-' would read as an option)")
     p.add_argument("--out", help="write settings for this model path instead (default: next to --model)")
     p.add_argument("--show", type=int, default=5, help="print the best N grid points (default 5)")
     p.set_defaults(func=cmd_tune)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BEAM, DEFAULT_ALPHA, DEFAULT_BETA = 16, 0.5, 1.0
 DEFAULT_ALPHAS = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2).tolist())
-DEFAULT_BETAS = tuple(np.round(np.arange(-1.0, 4.01, 0.5), 2).tolist())
+DEFAULT_BETAS = tuple(np.round(np.arange(-4.0, 4.01, 0.5), 2).tolist())
 
 
 @dataclass
@@ -222,6 +222,26 @@ def parse_grid(text: str | None, default: Sequence[float]) -> list[float]:
     if not values:
         raise ValueError(f"bad grid {text!r}: it holds no value")
     return values
+
+
+def grid_edge_warnings(chosen: dict[str, float], grids: dict[str, Sequence[float]],
+                       limits: dict[str, tuple[float | None, float | None]] | None = None) -> list[str]:
+    """One line per chosen value that lies on the edge of its grid: the best point may lie outside it.
+
+    `chosen` and `grids` are keyed by the option that sets the grid (e.g. "--betas"). A grid of one
+    value has no edge to warn about, and a value at its parameter's natural limit (`limits`: (lowest,
+    highest), None for none, e.g. (0, None) for an LM weight) is a real answer, not an edge.
+    """
+    lines = []
+    for option, value in chosen.items():
+        grid = sorted(grids[option])
+        low_limit, high_limit = (limits or {}).get(option, (None, None))
+        if len(grid) < 2 or value not in (grid[0], grid[-1]) or value in (low_limit, high_limit):
+            continue
+        side = "lowest" if value == grid[0] else "highest"
+        lines.append(f"note: the best {option} value {value:g} is the {side} of its grid ({grid[0]:g} … "
+                     f"{grid[-1]:g}); widen {option} to be sure the best point lies inside it")
+    return lines
 
 
 def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | None, alphas: Sequence[float],

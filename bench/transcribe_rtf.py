@@ -90,11 +90,17 @@ def make_pocketsphinx():
 
 
 def pocketsphinx_pass(decoder, paths: list[str]) -> list[str]:
-    """Load each file exactly as our model does, convert to int16 PCM and decode it as one utterance."""
+    """Load each file exactly as our model does, convert to int16 PCM and decode it as one utterance.
+
+    Each file is decoded on its own, as ours are: the feature state (cepstral mean, noise estimate) is
+    reset before it. Otherwise PocketSphinx carries it over from the previous file and its output
+    depends on the order of the list (on 39 AN4 files, 11.06 % or 12.83 % WER by order alone).
+    """
     texts = []
     for path in paths:
         wave = load_audio(path)  # (N,) float32 16 kHz
         pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+        decoder.reinit_feat()
         decoder.start_utt()
         decoder.process_raw(pcm, no_search=False, full_utt=True)
         decoder.end_utt()

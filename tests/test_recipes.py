@@ -17,7 +17,7 @@ def run_recipe(shared_data: Path, exp: Path, *stages: str) -> subprocess.Complet
 
 def test_an4_recipe_stages(shared_data, tmp_path):
     exp = tmp_path / "an4"
-    done = run_recipe(shared_data, exp, "--stage", "0", "--stop-stage", "4")
+    done = run_recipe(shared_data, exp, "--stage", "0", "--stop-stage", "5")
     assert done.returncode == 0, done.stderr[-2000:]
     train = (exp / "data/train.tsv").read_text().splitlines()
     dev = (exp / "data/dev.tsv").read_text().splitlines()
@@ -26,13 +26,24 @@ def test_an4_recipe_stages(shared_data, tmp_path):
     dev_speakers = {row.split("\t")[1] for row in dev[1:]}
     assert not train_speakers & dev_speakers
     assert (exp / "train/avg.pt").is_file() and (exp / "train/metrics.jsonl").is_file()
-    summary = json.loads((exp / "decode_greedy/wer.json").read_text())
+    summary = json.loads((exp / "decode_greedy_dev/wer.json").read_text())
     assert summary["utterances"] == 90 and summary["failed"] == 0
     # idempotent: a second run skips training and re-scores to the same numbers
     again = run_recipe(shared_data, exp, "--stage", "3", "--stop-stage", "4")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already trained" in again.stderr
-    assert json.loads((exp / "decode_greedy/wer.json").read_text())["wer"] == summary["wer"]
+    assert json.loads((exp / "decode_greedy_dev/wer.json").read_text())["wer"] == summary["wer"]
+    tune_speakers = {row.split("\t")[1] for row in (exp / "data/dev_tune.tsv").read_text().splitlines()[1:]}
+    eval_speakers = {row.split("\t")[1] for row in (exp / "data/dev_eval.tsv").read_text().splitlines()[1:]}
+    assert tune_speakers == {"fnsv", "mbmg", "mmaf"} and tune_speakers | eval_speakers == dev_speakers
+    # stage 5: a 3-gram of the training transcripts, α/β tuned on dev_tune and stored next to the model,
+    # then beam decodes of every dev set with those settings
+    settings = json.loads((exp / "train/avg.decode.json").read_text())
+    assert settings["tuned"]["manifest"] == str(exp / "data/dev_tune.tsv")
+    assert Path(settings["lm"]) == (exp / "lm3.arpa").resolve() and "\\3-grams:" in (exp / "lm3.arpa").read_text()
+    for name in ("beam", "beamlm"):
+        for dev_set, count in (("dev_tune", 39), ("dev_eval", 51), ("dev", 90)):
+            assert json.loads((exp / f"decode_{name}_{dev_set}/wer.json").read_text())["utterances"] == count
 
 
 def test_recipe_rejects_unknown_option(tmp_path):

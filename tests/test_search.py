@@ -303,3 +303,19 @@ def test_broken_index_metadata_is_named(tmp_path, content, problem):
     with pytest.raises(SearchIndexError, match=re.escape(problem)) as caught:
         load_index(tmp_path)
     assert str(tmp_path) in str(caught.value)
+
+
+def test_index_metadata_lacking_a_field_is_named(tmp_path, digit_index):
+    """An index.json that parses but lacks a field the loader needs is one error naming the file."""
+    import json
+    import shutil
+
+    from asr.search.index import SearchIndexError, load_index
+
+    copy = tmp_path / "copy.index"
+    shutil.copytree(digit_index, copy)
+    meta = json.loads((copy / "index.json").read_text())
+    del meta["count"]
+    (copy / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(SearchIndexError, match=re.escape(f"{copy / 'index.json'}: index metadata lacks count")):
+        load_index(copy)

@@ -156,3 +156,16 @@ def test_tuning_scores_files_cut_into_pieces_exactly_as_decoding_does(overfit_mo
     assert (points[0].wer, points[0].cer) == pytest.approx(score_texts(refs, beam))
     whole = Transcriber.from_pretrained(overfit_model, device="cpu")
     assert [len(f.spans) for f in compute_piece_log_probs(whole, paths)] == [1] * len(paths)  # short files stay whole
+
+
+def test_grid_edge_warnings_flag_a_best_value_on_the_edge_but_not_at_a_natural_limit():
+    from asr.tune import grid_edge_warnings
+
+    grids = {"--alphas": [0.0, 0.5, 1.0], "--betas": [-1.0, 0.0, 1.0]}
+    assert grid_edge_warnings({"--alphas": 0.5, "--betas": 0.0}, grids) == []
+    lines = grid_edge_warnings({"--alphas": 1.0, "--betas": -1.0}, grids)
+    assert len(lines) == 2
+    assert "--alphas value 1 is the highest" in lines[0] and "--betas value -1 is the lowest" in lines[1]
+    assert grid_edge_warnings({"--alphas": 0.0, "--betas": 0.0}, grids, limits={"--alphas": (0.0, None)}) == []
+    assert grid_edge_warnings({"--alphas": 1.0}, grids, limits={"--alphas": (0.0, 1.0)}) == []
+    assert grid_edge_warnings({"--alphas": 0.0}, {"--alphas": [0.0]}) == []  # one value: no edge

@@ -240,6 +240,7 @@ def train_hybrid(config: HybridTrainConfig, out_dir: str | None = None) -> Path:
     head_cfg = {"input_dim": model.output_dim, "num_states": topology.num_states,
                 "hidden": int(config.head.get("hidden", 256))}
     priors = estimate_priors([lab for lab in labels if lab is not None], topology.num_states)
+    head = None  # trained at stage 0; each later stage re-aligns with the previous stage's head, then retrains it
     for stage in range(config.realign + 1):
         if stage:
             topology = topology.with_transitions(*estimate_transitions([lab for lab in labels if lab is not None],

@@ -2,7 +2,7 @@
 
     python -m asr.hybrid.tune --manifest exp/default/data/an4/dev_tune.tsv [--emissions trained|ctc]
         [--model M] [--hybrid-model X.npz] [--lm ARPA|none] [--prior-scales 0:1:0.25]
-        [--lm-weights 0:2:0.25] [--word-bonuses=-2:4:1] [--write]
+        [--lm-weights 0,0.25,0.5] [--word-bonuses=-16:3:1] [--write]
 
 The model's outputs are computed once, for files cut into pieces exactly as `asr decode` cuts them;
 each grid point (prior scale κ, LM weight α, word bonus β; acoustic scale 1, which only trades off
@@ -27,7 +27,12 @@ from asr.hybrid.model import HybridAssets, HybridModel, encoder_fingerprint
 from asr.manifest import read_manifest
 from asr.text import normalize_text
 from asr.transcribe import Transcriber
-from asr.tune import compute_piece_log_probs, join_files, parse_grid, plain_pieces, score_texts
+from asr.tune import compute_piece_log_probs, grid_edge_warnings, join_files, parse_grid, plain_pieces, score_texts
+
+DEFAULT_PRIOR_SCALES = [0.0, 0.25, 0.5, 0.75, 1.0]  # κ
+DEFAULT_LM_WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]  # α
+# β: -16 … -10 in steps of 2, then -8 … 3 in steps of 1 (state heads on AN4 want as low as -12)
+DEFAULT_WORD_BONUSES = [-16.0, -14.0, -12.0, -10.0] + [float(b) for b in range(-8, 4)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,8 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lm", help="ARPA LM, or 'none' (default: the model's .decode.json LM)")
     parser.add_argument("--lexicon", action="store_true", help="use the LM's vocabulary as the lexicon")
     parser.add_argument("--prior-scales", help="κ grid (default 0:1:0.25)")
-    parser.add_argument("--lm-weights", help="α grid (default 0:2:0.25)")
-    parser.add_argument("--word-bonuses", help="β grid (default -2:4:1)")
+    parser.add_argument("--lm-weights", help="α grid (default 0:2:0.25, 2.5, 3)")
+    parser.add_argument("--word-bonuses", help="β grid (default -16 to -10 in steps of 2, then -8 to 3 in steps "
+                        "of 1; write --word-bonuses=-4:2:1, since a value starting with '-' would read as an option)")
     parser.add_argument("--viterbi-beam", type=float, default=14.0)
     parser.add_argument("--max-active", type=int, default=1000)
     parser.add_argument("--write", action="store_true", help="store the best point in the assets file")
@@ -69,13 +75,16 @@ def run(args: argparse.Namespace) -> dict:
     decoder = HybridDecoder(assets, args.emissions, lm=lm, acoustic_scale=1.0, beam=args.viterbi_beam,
                             max_active=args.max_active, ctc_columns=transcriber.tokenizer.vocab_size, lexicon=lexicon)
     transcriber.decoder = decoder  # decodes the pieces that overlap a neighbour (join_files), with the grid's values
+    grids = {"--prior-scales": parse_grid(args.prior_scales, DEFAULT_PRIOR_SCALES),
+             "--lm-weights": parse_grid(args.lm_weights, DEFAULT_LM_WEIGHTS),
+             "--word-bonuses": parse_grid(args.word_bonuses, DEFAULT_WORD_BONUSES)}
     points = []
-    for kappa in parse_grid(args.prior_scales, [0.0, 0.25, 0.5, 0.75, 1.0]):
+    for kappa in grids["--prior-scales"]:
         decoder.prior_scale = kappa
         emissions = [decoder.emission_scores(o) for o in outputs]
-        for alpha in parse_grid(args.lm_weights, [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]):
+        for alpha in grids["--lm-weights"]:
             decoder.viterbi.lm_weight = alpha
-            for beta in parse_grid(args.word_bonuses, [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0]):
+            for beta in grids["--word-bonuses"]:
                 decoder.viterbi.word_bonus = beta
                 hyps = join_files(transcriber, files, [" ".join(decoder.viterbi.decode(e).words) for e in emissions])
                 wer, cer = score_texts(refs, hyps)
@@ -83,8 +92,12 @@ def run(args: argparse.Namespace) -> dict:
     points.sort(key=lambda p: (round(p["wer"], 6), round(p["cer"], 6), p["lm_weight"], abs(p["word_bonus"]),
                                p["prior_scale"]))
     best = points[0]
+    edges = grid_edge_warnings({"--prior-scales": best["prior_scale"], "--lm-weights": best["lm_weight"],
+                                "--word-bonuses": best["word_bonus"]}, grids,
+                               limits={"--prior-scales": (0.0, 1.0), "--lm-weights": (0.0, None)})
     summary = {"manifest": str(args.manifest), "emissions": args.emissions, "lm": lm_path, "utterances": len(utts),
-               "grid_points": len(points), "best": best, "top": points[:10], "seconds": round(time.time() - started, 1)}
+               "grid_points": len(points), "best": best, "top": points[:10], "grid_edges": edges,
+               "seconds": round(time.time() - started, 1)}
     if args.write:
         assets.decode[args.emissions] = {"acoustic_scale": 1.0, "prior_scale": best["prior_scale"],
                                          "lm_weight": best["lm_weight"], "word_bonus": best["word_bonus"],
@@ -104,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in summary["top"]:
         print(f"kappa {p['prior_scale']:.2f} alpha {p['lm_weight']:.2f} beta {p['word_bonus']:+.2f}  "
               f"WER {p['wer']:.2f}  CER {p['cer']:.2f}")
-    print(json.dumps({k: v for k, v in summary.items() if k != "top"}))
+    for line in summary["grid_edges"]:
+        print(line, file=sys.stderr)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("top", "grid_edges")}))
     return 0
 
 

@@ -293,7 +293,7 @@ def load_index(folder: str | os.PathLike) -> SearchIndex:
         raise SearchIndexError(f"{vectors_path}: unreadable vectors ({exc})") from None
     missing = [key for key in ("embed_dim", "files", "count") if key not in meta]
     if missing:
-        raise SearchIndexError(f"{meta_path}: index metadata lacks {', '.join(missing)} (rebuild the index)")
+        raise SearchIndexError(f"{folder / 'index.json'}: index metadata lacks {', '.join(missing)} (rebuild the index)")
     n = len(arrays["file"])
     if arrays["vectors"].shape != (n, meta["embed_dim"]) or n != meta.get("count") or (
             n and int(arrays["file"].max()) >= len(meta["files"])):

@@ -22,3 +22,11 @@ want_stage() {  # true when stage $1 lies in [stage, stop_stage]; prints a banne
   fi
   return 1
 }
+
+split_tune_eval() {  # split_tune_eval DEV.tsv "SPK1 SPK2 …": DEV_tune.tsv (those speakers) and DEV_eval.tsv (the rest)
+  local dev="$1" speakers="$2"
+  awk -F'\t' -v s="$speakers" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || ($2 in t)' \
+    "$dev" > "${dev%.tsv}_tune.tsv"
+  awk -F'\t' -v s="$speakers" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || !($2 in t)' \
+    "$dev" > "${dev%.tsv}_eval.tsv"
+}

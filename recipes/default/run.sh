@@ -37,10 +37,7 @@ if want_stage 1 "speaker-disjoint split"; then
   split "$data/librispeech/manifest.tsv" "$exp/data/librispeech" $librispeech_dev
   split "$data/librivox_pocketsphinx/manifest.tsv" "$exp/data/librivox"
   # Beam-search weights are tuned on 3 of the 7 AN4 dev speakers and reported on the other 4.
-  awk -F'\t' -v s="$an4_tune" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || ($2 in t)' \
-    "$exp/data/an4/dev.tsv" > "$exp/data/an4/dev_tune.tsv"
-  awk -F'\t' -v s="$an4_tune" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || !($2 in t)' \
-    "$exp/data/an4/dev.tsv" > "$exp/data/an4/dev_eval.tsv"
+  split_tune_eval "$exp/data/an4/dev.tsv" "$an4_tune"
   wc -l "$exp"/data/*/*.tsv >&2
 fi
 
