@@ -161,22 +161,18 @@ def our_systems(args: argparse.Namespace) -> tuple[dict[str, Transcriber], str]:
     return systems, lm
 
 
-def tune_pocketsphinx_lw(lm: Path, dictionary: Path, grid: list[float], manifest: str
+def tune_pocketsphinx_lw(lm: Path, dictionary: Path, grid: list[float], paths: list[str], refs: list[str]
                          ) -> tuple[float, dict[str, float]]:
-    """PocketSphinx's language weight with the lowest WER (then CER, then closest to its default) on `manifest`.
+    """PocketSphinx's language weight with the lowest WER (then CER, then closest to its default) on the files.
 
-    Each weight is scored as the comparison scores it: a warm-up pass, then the scored pass on the same
-    decoder (its live cepstral mean normalisation carries over from one utterance to the next).
+    Returns the weight and {weight: WER %} for every weight tried.
     """
-    paths, refs, _ = read_eval_set(manifest)
     sweep, scored = {}, []
     for lw in grid:
-        decoder = make_pocketsphinx(lm, dictionary, lw)
-        pocketsphinx_each(decoder, paths)
-        hyps = [normalize_text(h) for h in pocketsphinx_each(decoder, paths)]
+        hyps = [normalize_text(h) for h in pocketsphinx_each(make_pocketsphinx(lm, dictionary, lw), paths)]
         sweep[f"{lw:g}"] = 100 * wer(refs, hyps)
         scored.append((sweep[f"{lw:g}"], cer(refs, hyps), abs(lw - PS_DEFAULT_LW), lw))
-        print(f"PocketSphinx lw {lw:g} on {manifest}: WER {sweep[f'{lw:g}']:.2f}%", file=sys.stderr)
+        print(f"PocketSphinx lw {lw:g} on the tuning files: WER {sweep[f'{lw:g}']:.2f}%", file=sys.stderr)
     return min(scored)[-1], sweep
 
 
@@ -184,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wall = time.perf_counter()
     torch.set_num_threads(1)
-    paths, refs, audio_s = read_eval_set(args.manifest, args.limit)
+    tuning = args.ps_lw is None and args.ps_tune_manifest.lower() != "none"
     try:
+        paths, refs, audio_s = read_eval_set(args.manifest, args.limit)
+        tune_paths, tune_refs, _ = read_eval_set(args.ps_tune_manifest) if tuning else ([], [], 0.0)
         systems, lm = our_systems(args)
         grid = [float(x) for x in args.ps_lw_grid.split(",")]
     except (ValueError, *user_error_types()) as exc:
@@ -195,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ps_lw, ps_sweep = args.ps_lw, {}
     with tempfile.TemporaryDirectory() as tmp:
         ps_lm, ps_dict, missing = pocketsphinx_resources(Path(lm), Path(tmp))
-        if ps_lw is None and args.ps_tune_manifest.lower() != "none":
-            ps_lw, ps_sweep = tune_pocketsphinx_lw(ps_lm, ps_dict, grid, args.ps_tune_manifest)
+        if tuning:
+            ps_lw, ps_sweep = tune_pocketsphinx_lw(ps_lm, ps_dict, grid, tune_paths, tune_refs)
         ps = make_pocketsphinx(ps_lm, ps_dict, ps_lw)
         ps_name = f"PocketSphinx 5 en-us, same LM, lw {ps_lw if ps_lw is not None else PS_DEFAULT_LW:g}"
         runners[ps_name] = lambda: pocketsphinx_each(ps, paths)
