@@ -7,6 +7,7 @@ pad_mode="constant", htk=False, norm="slaney")` followed by `log(max(x, floor))`
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import librosa
@@ -90,11 +91,14 @@ class GlobalCMVN(nn.Module):
     With `utterance_mean`, each utterance's own mean log-mel vector is subtracted first
     (cepstral mean normalisation: a fixed microphone or channel colouring is an additive offset
     in the log domain), and the global statistics describe features after that subtraction.
+    With `mean_within_db` > 0 that mean is taken over the frames whose energy lies within that many
+    dB of the utterance's loudest frame, so that pauses (silence, low noise) do not move it.
     """
 
-    def __init__(self, dim: int = N_MELS, utterance_mean: bool = False) -> None:
+    def __init__(self, dim: int = N_MELS, utterance_mean: bool = False, mean_within_db: float = 0.0) -> None:
         super().__init__()
         self.utterance_mean = utterance_mean
+        self.mean_within_db = float(mean_within_db)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("inv_std", torch.ones(dim))
 
@@ -107,13 +111,23 @@ class GlobalCMVN(nn.Module):
         self.inv_std.copy_(var.rsqrt())
 
     def centre(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) → (B, T, D) with each utterance's mean over its valid frames removed if
-        `utterance_mean` is set (else unchanged); the statistics are gathered after this step."""
+        """(B, T, D) → (B, T, D) with each utterance's mean over its valid (or, with `mean_within_db`,
+        its loud enough) frames removed if `utterance_mean` is set (else unchanged); the statistics are
+        gathered after this step."""
         if not self.utterance_mean:
             return feats
-        mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
-        means = (feats * mask).sum(1, keepdim=True) / lengths.clamp_min(1)[:, None, None].to(feats)  # (B, 1, D)
-        return (feats - means) * mask
+        valid = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]  # (B, T)
+        counted = valid & self.loud_frames(feats, valid) if self.mean_within_db > 0 else valid  # (B, T)
+        weights = counted[..., None].to(feats)  # (B, T, 1)
+        means = (feats * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, D)
+        return (feats - means) * valid[..., None]
+
+    def loud_frames(self, feats: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T) mask of frames whose mean log-mel energy is within `mean_within_db` of the loudest
+        valid frame of their utterance (log-mel is a natural log of power: 10 dB = ln 10)."""
+        energy = feats.mean(-1).masked_fill(~valid, float("-inf"))  # (B, T)
+        loudest = energy.max(1, keepdim=True).values  # (B, 1)
+        return energy >= loudest - self.mean_within_db * math.log(10.0) / 10.0
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) → (B, T, D) normalised; padded frames stay 0."""

@@ -26,6 +26,9 @@ class ModelConfig:
     # subtract each utterance's mean log-mel before the global CMVN; at inference the mean is over each
     # decoded piece (<= 20 s), so a long recording's pauses shift it (RESULTS.md: not used by the bundled model)
     utterance_mean: bool = False
+    # with utterance_mean: take the mean over frames within this many dB of the loudest (0 = all frames),
+    # so that a piece's pauses do not shift it
+    utterance_mean_within_db: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +70,7 @@ class BiLSTMCTC(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.cmvn = GlobalCMVN(config.input_dim, config.utterance_mean)
+        self.cmvn = GlobalCMVN(config.input_dim, config.utterance_mean, config.utterance_mean_within_db)
         rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
         extra = {"proj_size": config.projection_size} if config.cell == "lstm" and config.projection_size else {}
         self.rnn = rnn_class(

@@ -136,6 +136,23 @@ def test_utterance_mean_removes_a_fixed_channel_colouring(frontend, waves):
     assert (plain(coloured, frames) - plain(feats, frames)).abs().max() > 0.3
 
 
+def test_a_mean_over_loud_frames_is_not_moved_by_pauses(frontend, waves):
+    """With utterance_mean_within_db, appending seconds of near-silence (a pause in a long recording)
+    leaves the utterance's centred features unchanged; the plain utterance mean moves. A fixed channel
+    colouring is still removed."""
+    feats, frames = frontend(*pad_waves(waves[:1]))  # (1, T, 80)
+    quiet = np.random.default_rng(0).normal(0.0, 1e-4, 16000 * 4).astype(np.float32)  # 4 s of faint noise
+    paused, paused_frames = frontend(*pad_waves([np.concatenate([waves[0], quiet])]))  # (1, T + ~400, 80)
+    t = int(frames[0]) - 3  # the last frames' windows reach into the appended pause
+    loud, plain = GlobalCMVN(80, True, mean_within_db=30.0), GlobalCMVN(80, True)
+    torch.testing.assert_close(loud.centre(paused, paused_frames)[0, :t], loud.centre(feats, frames)[0, :t],
+                               atol=1e-4, rtol=0)
+    assert (plain.centre(paused, paused_frames)[0, :t] - plain.centre(feats, frames)[0, :t]).abs().max() > 1.0
+    assert 0 < int(loud.loud_frames(feats, torch.ones(1, int(frames[0]), dtype=torch.bool)).sum()) < int(frames[0])
+    colour = torch.linspace(-2.0, 1.5, 80)
+    torch.testing.assert_close(loud.centre(feats + colour, frames), loud.centre(feats, frames), atol=1e-4, rtol=0)
+
+
 def test_cutoff_masks_high_band_like_8k_audio(frontend, waves):
     wave = waves[0]
     telephone = soxr.resample(soxr.resample(wave, 16000, 8000, quality="HQ"), 8000, 16000, quality="HQ")

@@ -49,6 +49,8 @@ VARIANTS = [
     pytest.param({"cell": "gru", "subsampling": 1}, id="gru-k1"),
     pytest.param({"cell": "lstm", "subsampling": 4, "num_layers": 1}, id="lstm-k4-1layer"),
     pytest.param({"cell": "lstm", "subsampling": 3, "utterance_mean": True}, id="lstm-k3-utterance-mean"),
+    pytest.param({"cell": "lstm", "subsampling": 3, "utterance_mean": True, "utterance_mean_within_db": 30.0},
+                 id="lstm-k3-utterance-mean-loud-frames"),
 ]
 
 
