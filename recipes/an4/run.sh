@@ -77,7 +77,7 @@ fi
 if want_stage 6 "hybrid HMM/Viterbi: state head, scales tuned on dev_tune, hybrid decodes"; then
   if [ -f "$exp/hybrid/hybrid.npz" ]; then echo "already trained: $exp/hybrid/hybrid.npz" >&2
   else python -m asr train --config recipes/an4/conf/hybrid.yaml --out-dir "$exp/hybrid"; fi
-  for emissions in trained ctc; do
+  for emissions in trained ctc; do  # the LM: the one stage 5 recorded in EXP/train/avg.decode.json
     python -m asr.hybrid.tune --model "$model" --hybrid-model "$exp/hybrid/hybrid.npz" \
       --manifest "$exp/data/dev_tune.tsv" --emissions $emissions --write | tee "$exp/hybrid/tune_$emissions.log" >&2
     decode_sets hybrid_$emissions --decoder hybrid --hybrid-emissions $emissions --hybrid-model "$exp/hybrid/hybrid.npz"
