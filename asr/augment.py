@@ -23,6 +23,7 @@ class AugmentConfig:
     time_masks: int = 2
     time_mask_fraction: float = 0.05  # each time mask covers at most this fraction of the utterance
     gain_db: float = 6.0  # random gain ± this many dB
+    min_gain_db: float | None = None  # lowest random gain in dB (default −gain_db): quiet recordings, no clipping
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +59,11 @@ def spec_augment(
     return out
 
 
-def random_gain(wave: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:
-    """Scale by a random gain in ±max_db, clipped to [-1, 1]."""
-    if max_db <= 0:
+def random_gain(wave: np.ndarray, rng: np.random.Generator, max_db: float, min_db: float | None = None) -> np.ndarray:
+    """Scale by a random gain drawn uniformly from [min_db, max_db] dB (min_db defaults to −max_db),
+    clipped to [-1, 1]."""
+    low = -max_db if min_db is None else min_db
+    if max_db <= 0 and low >= 0:
         return wave
-    gain = 10.0 ** (rng.uniform(-max_db, max_db) / 20.0)
+    gain = 10.0 ** (rng.uniform(low, max_db) / 20.0)
     return np.clip(wave * gain, -1.0, 1.0).astype(np.float32)

@@ -113,7 +113,7 @@ class SpeechDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             wave = speed_perturb(wave, float(rng.choice(self.augment.speed_factors)))
-            wave = random_gain(wave, rng, self.augment.gain_db)
+            wave = random_gain(wave, rng, self.augment.gain_db, self.augment.min_gain_db)
             if cutoff == 0.0 and rng.random() < self.augment.bandlimit_prob:
                 cutoff = float(rng.choice(self.augment.bandlimit_hz))
         return Example(utt.utt_id, wave, self.targets[index], cutoff)

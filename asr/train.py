@@ -161,7 +161,12 @@ def check_keys(raw: dict, path: str | os.PathLike) -> None:
 
 
 def _coerce(value, kind: str, name: str, path: str | os.PathLike):
-    """`value` as the scalar type `kind` ("float", "int", "bool"); YAML reads `5e-4` as a string."""
+    """`value` as the scalar type `kind` ("float", "int", "bool", or one of them "| None");
+    YAML reads `5e-4` as a string."""
+    if kind.endswith(" | None"):
+        if value is None:
+            return None
+        kind = kind.removesuffix(" | None")
     if kind == "float" and isinstance(value, str):
         try:
             return float(value)

@@ -66,9 +66,9 @@ TARGET_H_PER_GPU_MIN = 50.0  # issue 7: >= 50 audio hours per GPU-minute on one 
 
 # Named model sizes; everything not given here takes TrainConfig's defaults (augmentation, optimiser).
 PRESETS: dict[str, dict] = {
-    # the bundled model (recipes/default/conf/train.yaml)
-    "default": {"data": {"max_batch_seconds": 60, "max_batch_size": 32},
-                "model": {"subsampling": 3, "hidden_size": 320, "num_layers": 4, "dropout": 0.2}},
+    # the bundled model (recipes/an4/conf/train.yaml, then recipes/default/conf/finetune.yaml)
+    "default": {"data": {"max_batch_seconds": 40, "max_batch_size": 32},
+                "model": {"subsampling": 3, "hidden_size": 256, "num_layers": 3, "dropout": 0.25}},
     # a LibriSpeech-960-sized model
     "librispeech-512": {"data": {"max_batch_seconds": 120, "max_batch_size": 32},
                         "model": {"subsampling": 3, "hidden_size": 512, "num_layers": 5, "dropout": 0.25}},

@@ -25,11 +25,13 @@ from asr.transcribe import DEFAULT_MODEL, Transcriber
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
-# The bundled model's output for an2-mblw-b ("Z EIGHT OH TWO") flips between C, Z and T when the
-# input is shifted by a few milliseconds, a property of the model rather than of the chunking, so
-# the exact comparison uses the four clips whose transcripts do not depend on such shifts; the
-# tolerant comparison below uses every clip, an2 included.
-STABLE = [DATA / "an4" / f"{name}.flac" for name in ("an1-mblw-b", "an3-mblw-b", "an4-mblw-b", "cen2-mblw-b")]
+# The bundled model's output for most clips changes when the input is shifted by a few milliseconds
+# (an1-mblw-b "X I SIXTY ONE" also reads "X IV …" and "X FI …"), a property of the model rather than of
+# the chunking: `python bench/shift_stability.py --model asr/pretrained/model.pt` finds 6 of the 8 clips
+# below varying over 0–30 ms shifts, as for the previous bundled model. So the exact comparison uses the
+# two clips whose transcripts do not depend on such shifts with this model; the tolerant comparison
+# below uses every clip.
+STABLE = [DATA / "an4" / "an3-mblw-b.flac", EXAMPLES / "an4_mfaa_enter_ninety_eight_twenty_eight.flac"]
 ALL_CLIPS = sorted((DATA / "an4").glob("*.flac")) + sorted(EXAMPLES.glob("an4_*.flac"))
 TIME_TOLERANCE = 0.07  # s: two 30 ms output steps plus the sub-step phase of the clip in the long file
 CENTRE_TOLERANCE = 0.2  # s: how far a word's centre may move when its first or last letter is clipped
@@ -78,7 +80,7 @@ def transcriber() -> Transcriber:
 @pytest.fixture(scope="module")
 def stable_recording(tmp_path_factory) -> LongRecording:
     clips = [sf.read(p, dtype="float32")[0] for p in STABLE]
-    return build_recording(tmp_path_factory.mktemp("long") / "stable.flac", clips, repeats=25, seed=1)
+    return build_recording(tmp_path_factory.mktemp("long") / "stable.flac", clips, repeats=40, seed=1)
 
 
 # --- the bundled model on a recording of several minutes ----------------------------------------
@@ -169,7 +171,8 @@ def test_segmenter_memory_is_bounded(stable_recording):
 
 def continuous_speech() -> np.ndarray:
     """About 56 s of real speech without pauses of 0.5 s: the clips' own silences cut off, 50 ms apart."""
-    clips = [load_audio(p) for p in STABLE + [DATA / "an4" / "an2-mblw-b.flac"]]
+    names = ("an1-mblw-b", "an3-mblw-b", "an4-mblw-b", "cen2-mblw-b", "an2-mblw-b")
+    clips = [load_audio(DATA / "an4" / f"{name}.flac") for name in names]
     rng = np.random.default_rng(0)
     parts = []
     for _ in range(8):

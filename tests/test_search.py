@@ -82,9 +82,9 @@ def test_reconstruction_loss_falls_on_real_segments(fsdd):
     torch.manual_seed(0)
     waves = [load_audio(fsdd / f"{d}_jackson_0.wav") for d in range(10)]
     featurizer = load_featurizer("am")  # the bundled acoustic model's hidden states
-    feats, lengths = pad_batch(featurizer.segments(waves, [4000.0] * len(waves)))  # (10, T, 640)
+    feats, lengths = pad_batch(featurizer.segments(waves, [4000.0] * len(waves)))  # (10, T, 2 × hidden)
     for mask_prob in (0.0, 0.2):
-        model = SegmentAutoencoder(AutoencoderConfig(input="am", input_dim=640, hidden_size=64, num_layers=1,
+        model = SegmentAutoencoder(AutoencoderConfig(input="am", input_dim=featurizer.dim, hidden_size=64, num_layers=1,
                                                      embed_dim=64, decoder_hidden=64, dropout=0.0))
         valid = torch.arange(feats.shape[1])[None, :] < lengths[:, None]
         frames = feats[valid]

@@ -150,6 +150,22 @@ def test_augmentation_is_seeded_by_epoch_and_index():
     assert any(len(x) != len(y) or not np.array_equal(x, y) for x, y in zip(first, second))
 
 
+def test_random_gain_stays_in_its_range_and_only_attenuates_below_zero():
+    """gain_db bounds the gain from above, min_gain_db (default −gain_db) from below, in dB."""
+    from asr.augment import random_gain
+
+    wave = load_audio(read_manifest(MANIFEST)[0].audio_path) * 0.5  # real speech, peak well below 1
+    rng = np.random.default_rng(0)
+    rms = lambda x: float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))  # noqa: E731
+    gains = [20 * np.log10(rms(random_gain(wave, rng, 6.0, -20.0)) / rms(wave)) for _ in range(300)]
+    assert -20.0 <= min(gains) < -17.0 and 3.0 < max(gains) <= 6.0 + 1e-6
+    symmetric = [20 * np.log10(rms(random_gain(wave, rng, 6.0)) / rms(wave)) for _ in range(300)]
+    assert -6.0 <= min(symmetric) < -5.0 and 5.0 < max(symmetric) <= 6.0 + 1e-6
+    quieter = [20 * np.log10(rms(random_gain(wave, rng, 0.0, -12.0)) / rms(wave)) for _ in range(50)]
+    assert all(-12.0 <= g <= 1e-6 for g in quieter) and min(quieter) < -6.0
+    np.testing.assert_array_equal(random_gain(wave, rng, 0.0), wave)  # no gain range: unchanged
+
+
 # --- overfit ----------------------------------------------------------------------------------------
 
 
@@ -297,11 +313,14 @@ def test_overrides_are_typed_and_checked(monkeypatch):
     assert config.model.utterance_mean is True and config.seed == 3 and config.optim.lr == 5e-4
     assert config.augment.speed_factors == [0.8, 1.2] and config.out_dir == "exp/x/b"
     assert TrainConfig.from_yaml(base).model.utterance_mean is False  # the file itself is unchanged
+    assert TrainConfig.from_yaml(base, ["augment.min_gain_db=-20"]).augment.min_gain_db == -20.0
+    assert TrainConfig.from_yaml(base, ["augment.min_gain_db=null"]).augment.min_gain_db is None  # optional
     for bad, problem in [("model.hiden_size=3", "unknown setting model.hiden_size"),
                          ("model", "not KEY=VALUE"), ("seed.x=1", "seed is not a section"),
                          ("optim.lr=[1,", "not valid YAML"), ("optim.lr=fast", "optim.lr must be a number"),
                          ("optim.epochs=2.5", "optim.epochs must be a whole number"),
-                         ("model.utterance_mean=1", "model.utterance_mean must be true or false")]:
+                         ("model.utterance_mean=1", "model.utterance_mean must be true or false"),
+                         ("augment.min_gain_db=loud", "augment.min_gain_db must be a number")]:
         with pytest.raises(ConfigError, match=re.escape(problem)):
             TrainConfig.from_yaml(base, [bad])
 
@@ -326,7 +345,7 @@ def test_every_recipe_config_is_valid(monkeypatch):
 def test_a_bad_override_is_one_line_naming_the_file_once_for_every_task(capsys):
     from asr.cli import main
 
-    for config in ("recipes/default/conf/train.yaml", "recipes/default/conf/hybrid.yaml",
+    for config in ("recipes/default/conf/finetune.yaml", "recipes/default/conf/hybrid.yaml",
                    "recipes/search/conf/plain.yaml"):
         assert main(["train", "--config", str(REPO / config), "--set", "optim"]) == 1
         [line] = capsys.readouterr().err.strip().splitlines()

@@ -8,7 +8,7 @@ isolated recording (a query) come from the same call on the recording alone.
 Kinds (frame shift):
 - `mfcc`   (10 ms): 13 cepstra of the 80-band log-mel + Δ + ΔΔ = 39 dims, mean-normalised per segment.
 - `logmel` (10 ms): the 80-band log-mel, mean-normalised per segment.
-- `am`     (30 ms): the acoustic model's last BiLSTM layer (2 × 320 = 640 dims).
+- `am`     (30 ms): the acoustic model's last BiLSTM layer (2 × hidden size dims: 512 for the bundled model).
 - `am+logmel` (30 ms): `am` and three stacked log-mel frames (3 × 80), the log-mel part mean-normalised
   per segment. The acoustic model's states carry its confusions (a speaker it misrecognises); the
   spectra keep the acoustic detail that tells such words apart.
@@ -97,11 +97,11 @@ class SegmentFeaturizer:
         feats, frames = self.frontend(batch, lengths, cutoff)  # (B, T, 80)
         if self.kind.startswith("am"):
             model = self.transcriber.model
-            hidden, steps = model.encode(model.cmvn(feats, frames), frames)  # (B, T', 640)
+            hidden, steps = model.encode(model.cmvn(feats, frames), frames)  # (B, T', 2 × hidden)
             log_probs = model.output(hidden).log_softmax(-1)  # (B, T', V)
             if self.kind == "am+logmel":
                 stacked, _ = stack_frames(feats, frames, model.config.subsampling)  # (B, T', 3·80)
-                hidden = torch.cat([hidden, stacked[:, : hidden.shape[1]]], dim=-1)  # (B, T', 640 + 240)
+                hidden = torch.cat([hidden, stacked[:, : hidden.shape[1]]], dim=-1)  # (B, T', 2 × hidden + 240)
             return [FileFeatures(hidden[i, : steps[i]].float().numpy(), log_probs[i, : steps[i]].float().numpy(),
                                  self.frame_shift_s) for i in range(len(waves))]
         out = []
