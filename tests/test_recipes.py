@@ -46,6 +46,28 @@ def test_an4_recipe_stages(shared_data, tmp_path):
             assert json.loads((exp / f"decode_{name}_{dev_set}/wer.json").read_text())["utterances"] == count
 
 
+def test_default_recipe_starts_from_the_an4_model(shared_data, tmp_path):
+    """recipes/default stage 2 reuses a finished AN4 run (AN4_EXP); stage 3 starts from its model."""
+    import os
+
+    import torch
+
+    an4 = tmp_path / "an4"
+    done = run_recipe(shared_data, an4, "--stage", "1", "--stop-stage", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    exp = tmp_path / "default"
+    command = ["bash", str(REPO / "recipes/default/run.sh"), "--data", str(shared_data), "--exp", str(exp),
+               "--config", str(REPO / "recipes/default/conf/smoke.yaml"), "--stage", "1", "--stop-stage", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "AN4_EXP": str(an4)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"already trained: {an4}/train/avg.pt" in done.stderr  # stage 2 did not train again
+    final = torch.load(exp / "finetune/avg.pt", map_location="cpu", weights_only=False)
+    assert final["info"]["config"]["init_from"] == f"{an4}/train/avg.pt"
+    assert final["info"]["config"]["augment"]["min_gain_db"] == -20.0
+    for corpus, count in (("an4", 90), ("fsdd", 500)):
+        assert json.loads((exp / f"decode_greedy_{corpus}/wer.json").read_text())["utterances"] == count
+
+
 def test_recipe_rejects_unknown_option(tmp_path):
     done = subprocess.run(["bash", str(REPO / "recipes/an4/run.sh"), "--nonsense"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown option --nonsense" in done.stderr
