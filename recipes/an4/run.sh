@@ -45,13 +45,7 @@ if want_stage 2 "speaker-disjoint split"; then
   split_tune_eval "$exp/data/dev.tsv" "$tune_speakers"
 fi
 
-if want_stage 3 "train"; then
-  if [ -f "$exp/train/avg.pt" ]; then echo "already trained: $exp/train/avg.pt" >&2
-  else
-    resume=""; [ -f "$exp/train/last.pt" ] && resume="--resume"
-    python -m asr train --config "$config" --out-dir "$exp/train" $resume
-  fi
-fi
+if want_stage 3 "train"; then train_unless_done "$exp/train" "$config"; fi
 
 # decode_sets NAME ARGS…: `asr decode ARGS` of each dev set → EXP/decode_NAME_SET/, one summary line each.
 decode_sets() {

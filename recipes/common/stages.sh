@@ -30,3 +30,10 @@ split_tune_eval() {  # split_tune_eval DEV.tsv "SPK1 SPK2 …": DEV_tune.tsv (th
   awk -F'\t' -v s="$speakers" 'BEGIN{n=split(s,a," "); for(i=1;i<=n;i++) t[a[i]]=1} NR==1 || !($2 in t)' \
     "$dev" > "${dev%.tsv}_eval.tsv"
 }
+
+train_unless_done() {  # train_unless_done OUT_DIR CONFIG [ASR_TRAIN_ARGS…]: `asr train` unless OUT_DIR/avg.pt exists; resumes from OUT_DIR/last.pt
+  local out="$1" config="$2"; shift 2
+  if [ -f "$out/avg.pt" ]; then echo "already trained: $out/avg.pt" >&2; return; fi
+  local resume=""; [ -f "$out/last.pt" ] && resume="--resume"
+  python -m asr train --config "$config" --out-dir "$out" $resume "$@"
+}

@@ -54,13 +54,7 @@ if want_stage 2 "first cycle: the AN4-only model (recipes/an4 stages 1-3 in $AN4
 fi
 
 # TRAIN_ARGS (environment) adds `asr train` options, e.g. "--set optim.epochs=20".
-if want_stage 3 "second cycle on all corpora"; then
-  if [ -f "$exp/finetune/avg.pt" ]; then echo "already trained: $exp/finetune/avg.pt" >&2
-  else
-    resume=""; [ -f "$exp/finetune/last.pt" ] && resume="--resume"
-    python -m asr train --config "$config" --out-dir "$exp/finetune" $resume ${TRAIN_ARGS:-}
-  fi
-fi
+if want_stage 3 "second cycle on all corpora"; then train_unless_done "$exp/finetune" "$config" ${TRAIN_ARGS:-}; fi
 
 if want_stage 4 "greedy decode of the dev sets"; then
   for set in an4 fsdd librispeech; do
