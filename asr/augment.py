@@ -1,4 +1,4 @@
-"""Training-time augmentation: SpecAugment, speed perturbation, band-limiting."""
+"""Training-time augmentation: SpecAugment, speed perturbation, gain, band-limiting, silence padding."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ class AugmentConfig:
     time_mask_fraction: float = 0.05  # each time mask covers at most this fraction of the utterance
     gain_db: float = 6.0  # random gain ± this many dB
     min_gain_db: float | None = None  # lowest random gain in dB (default −gain_db): quiet recordings, no clipping
+    # Chance an utterance gets quiet noise before and after it (off by default). Batching counts the
+    # manifest durations, so a padded batch can hold up to 2 × pad_max_s more audio per utterance.
+    pad_prob: float = 0.0
+    pad_max_s: float = 0.5  # each side's padding is uniform in [0, pad_max_s] seconds
+    pad_noise_db: list[float] = field(default_factory=lambda: [-55.0, -35.0])  # its level vs the utterance's RMS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,11 +64,32 @@ def spec_augment(
     return out
 
 
+def gain_range(max_db: float, min_db: float | None = None) -> tuple[float, float] | None:
+    """The random gain's range in dB, (min_db, max_db) with min_db defaulting to −max_db; None = no gain."""
+    low = -max_db if min_db is None else min_db
+    return None if max_db <= 0 and low >= 0 else (low, max_db)
+
+
 def random_gain(wave: np.ndarray, rng: np.random.Generator, max_db: float, min_db: float | None = None) -> np.ndarray:
     """Scale by a random gain drawn uniformly from [min_db, max_db] dB (min_db defaults to −max_db),
     clipped to [-1, 1]."""
-    low = -max_db if min_db is None else min_db
-    if max_db <= 0 and low >= 0:
+    bounds = gain_range(max_db, min_db)
+    if bounds is None:
         return wave
-    gain = 10.0 ** (rng.uniform(low, max_db) / 20.0)
+    gain = 10.0 ** (rng.uniform(*bounds) / 20.0)
     return np.clip(wave * gain, -1.0, 1.0).astype(np.float32)
+
+
+def pad_with_noise(wave: np.ndarray, rng: np.random.Generator, max_seconds: float,
+                   noise_db: tuple[float, float] | list[float]) -> np.ndarray:
+    """Add 0…`max_seconds` of white noise before and after a 16 kHz `wave` (N,) → (N + pads,).
+
+    Tightly trimmed clips (the digit corpus starts and stops on the word) teach a model that a
+    word fills its whole input; a user's recording has room noise around it. The noise sits at the
+    utterance's RMS level plus a gain drawn from `noise_db` (dB, e.g. −55…−35): a quiet room.
+    """
+    before, after = (int(rng.uniform(0.0, max_seconds) * SAMPLE_RATE) for _ in range(2))
+    level = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
+    noise_rms = level * 10.0 ** (rng.uniform(*noise_db) / 20.0)
+    noise = (rng.standard_normal(before + after) * noise_rms).astype(np.float32)  # (before + after,)
+    return np.concatenate([noise[:before], wave.astype(np.float32, copy=False), noise[before:]])

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.augment import AugmentConfig, random_gain, speed_perturb
+from asr.augment import AugmentConfig, pad_with_noise, random_gain, speed_perturb
 from asr.manifest import Utterance
 from asr.text import CharTokenizer
 
@@ -116,6 +116,9 @@ class SpeechDataset(Dataset):
             wave = random_gain(wave, rng, self.augment.gain_db, self.augment.min_gain_db)
             if cutoff == 0.0 and rng.random() < self.augment.bandlimit_prob:
                 cutoff = float(rng.choice(self.augment.bandlimit_hz))
+            # Drawn last, and only when enabled, so runs without padding keep their random streams.
+            if self.augment.pad_prob > 0 and rng.random() < self.augment.pad_prob:
+                wave = pad_with_noise(wave, rng, self.augment.pad_max_s, self.augment.pad_noise_db)
         return Example(utt.utt_id, wave, self.targets[index], cutoff)
 
 

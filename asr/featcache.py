@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from asr.audio import HOP_LENGTH, SAMPLE_RATE, AudioError, load_audio
-from asr.augment import AugmentConfig, speed_perturb
+from asr.augment import AugmentConfig, gain_range, speed_perturb
 from asr.fileio import atomic_output, read_tagged_json
 from asr.data import FeatureExample
 from asr.features import LOG_FLOOR, FeatureConfig, LogMel
@@ -343,6 +343,9 @@ class CachedFeatureDataset(Dataset):
         self.utterances = utterances
         self.cache = cache
         self.augment = augment if augment is not None and augment.enabled else None
+        if self.augment is not None and self.augment.pad_prob > 0:
+            raise FeatureCacheError(f"{cache.folders[0]}: augment.pad_prob needs the audio (noise is added to the "
+                                    "waveform); set it to 0 or train without data.feature_cache")
         self.seed = seed
         self.epoch = 0
         self.targets = [tokenizer.encode(u.text) for u in utterances]
@@ -383,8 +386,9 @@ class CachedFeatureDataset(Dataset):
         if speed not in self.speed_factors:
             speed = 1.0
         feats = np.asarray(self.cache.features(utt.utt_id, speed), dtype=np.float32)  # (T, M) copy
-        if self.augment.gain_db > 0:
-            gain_db = rng.uniform(-self.augment.gain_db, self.augment.gain_db)
+        gain_bounds = gain_range(self.augment.gain_db, self.augment.min_gain_db)
+        if gain_bounds is not None:
+            gain_db = rng.uniform(*gain_bounds)
             feats = np.maximum(feats + np.float32(gain_db * math.log(10) / 10), np.float32(LOG_FLOOR_VALUE))
         if utt.sample_rate >= SAMPLE_RATE and rng.random() < self.augment.bandlimit_prob:
             cutoff = float(rng.choice(self.augment.bandlimit_hz))

@@ -105,6 +105,8 @@ def test_missing_utterance_and_unfinished_cache_are_clear_errors(cache: Path, tm
     other = [u.__class__("not-cached", u.speaker, u.audio_path, u.duration_s, u.sample_rate, u.text) for u in utts[:1]]
     with pytest.raises(FeatureCacheError, match="no features for not-cached"):
         CachedFeatureDataset(other, CharTokenizer(), FeatureCache(cache))
+    with pytest.raises(FeatureCacheError, match="pad_prob needs the audio"):
+        CachedFeatureDataset(utts, CharTokenizer(), FeatureCache(cache), AugmentConfig(pad_prob=0.5))
     (tmp_path / "half").mkdir()
     with pytest.raises(FeatureCacheError, match="not a finished feature cache"):
         FeatureCache(tmp_path / "half")
@@ -131,6 +133,16 @@ def test_dataset_augmentation_is_seeded_and_acts_on_features(cache: Path) -> Non
     offset = shifted[above] - plain[above]
     assert abs(offset.mean()) > 0.01 and np.ptp(offset) < 1e-4
     assert abs(offset.mean()) <= 6.0 * math.log(10) / 10 + 1e-5
+
+    quieter = CachedFeatureDataset(utts, CharTokenizer(), reader,
+                                   AugmentConfig(speed_factors=[1.0], gain_db=0.0, min_gain_db=-20.0,
+                                                 bandlimit_prob=0.0), seed=2)
+    offsets = []
+    for epoch in range(8):  # min_gain_db bounds the gain from below, as in the audio pipeline
+        quieter.set_epoch(epoch)
+        feats = quieter[0].feats
+        offsets.append(float(np.median(feats[above] - plain[above])) / (math.log(10) / 10))  # dB
+    assert all(-20.0 - 1e-3 <= g <= 1e-3 for g in offsets) and min(offsets) < -5.0
 
     band = CachedFeatureDataset(utts, CharTokenizer(), reader,
                                 AugmentConfig(speed_factors=[1.0], gain_db=0.0, bandlimit_prob=1.0,

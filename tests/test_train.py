@@ -166,6 +166,42 @@ def test_random_gain_stays_in_its_range_and_only_attenuates_below_zero():
     np.testing.assert_array_equal(random_gain(wave, rng, 0.0), wave)  # no gain range: unchanged
 
 
+def test_pad_with_noise_keeps_the_utterance_and_adds_quiet_noise_around_it():
+    """The utterance is unchanged between the pads; each pad is ≤ max_seconds of noise 35–55 dB below it."""
+    from asr.augment import pad_with_noise
+
+    wave = load_audio(read_manifest(MANIFEST)[0].audio_path)
+    rng = np.random.default_rng(0)
+    rms = lambda x: float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))  # noqa: E731
+    lengths = []
+    for _ in range(20):
+        padded = pad_with_noise(wave, rng, 0.5, (-55.0, -35.0))
+        extra = len(padded) - len(wave)
+        assert padded.dtype == np.float32 and 0 <= extra <= 2 * 8000
+        starts = [i for i in range(extra + 1) if np.array_equal(padded[i:i + 100], wave[:100])]
+        assert len(starts) == 1, "the speech appears once, unchanged"
+        before = starts[0]
+        np.testing.assert_array_equal(padded[before:before + len(wave)], wave)
+        noise = np.concatenate([padded[:before], padded[before + len(wave):]])
+        if len(noise) > 1600:
+            assert -57.0 < 20 * np.log10(rms(noise) / rms(wave)) < -33.0
+        lengths.append(extra)
+    assert max(lengths) > 8000 and min(lengths) < 8000  # the pad lengths vary
+
+
+def test_dataset_pads_only_when_asked_and_keeps_the_other_draws():
+    """pad_prob = 1 lengthens every utterance; the speed/gain/band draws stay those of an unpadded run."""
+    utts = read_manifest(MANIFEST)
+    plain = SpeechDataset(utts, CharTokenizer(), AugmentConfig(speed_factors=[1.0], bandlimit_prob=0.5), seed=3)
+    padded = SpeechDataset(utts, CharTokenizer(), AugmentConfig(speed_factors=[1.0], bandlimit_prob=0.5,
+                                                                pad_prob=1.0, pad_max_s=0.3), seed=3)
+    for i in range(len(utts)):
+        a, b = plain[i], padded[i]
+        assert a.cutoff_hz == b.cutoff_hz and a.targets == b.targets
+        assert len(a.wave) < len(b.wave) <= len(a.wave) + 2 * int(0.3 * 16000)
+        assert any(np.array_equal(b.wave[j:j + len(a.wave)], a.wave) for j in range(len(b.wave) - len(a.wave) + 1))
+
+
 # --- overfit ----------------------------------------------------------------------------------------
 
 
