@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, help="TSV manifest with reference text")
     parser.add_argument("--model", action="append", help="model file (repeatable; default: the bundled one)")
     parser.add_argument("--pads", type=float, nargs="+", default=[0.0, 0.25, 0.5], help="seconds on each side")
-    parser.add_argument("--noise-db", type=float, default=-45.0, help="noise level vs each file's RMS (dB)")
+    parser.add_argument("--noise-db", type=float, default=-45.0,
+                        help="noise level vs each file's RMS in dB (default -45; write --noise-db=-inf for digital silence)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
