@@ -30,3 +30,23 @@ def test_pocketsphinx_output_does_not_depend_on_the_order_of_the_files(shared_da
     alone = {clip: pocketsphinx_pass(make_pocketsphinx(), [clip])[0] for clip in clips}
     assert any(alone.values())
     assert forward == backward == alone
+
+
+def test_padded_wer_pads_with_the_same_noise_and_refuses_a_missing_model(capsys, tmp_path):
+    """bench/padded_wer.py: each side gets exactly `seconds` of noise at the asked level, the same for
+    every model; a missing model is one line and exit code 2, before any decoding."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from bench.padded_wer import main, pad_with_fixed_noise
+
+    wave = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1  # (8000,) RMS ≈ 0.1
+    a = pad_with_fixed_noise(wave, 0.25, -40.0, np.random.default_rng(0))
+    b = pad_with_fixed_noise(wave, 0.25, -40.0, np.random.default_rng(0))
+    assert len(a) == 8000 + 2 * 4000 and np.array_equal(a, b)
+    np.testing.assert_array_equal(a[4000:12000], wave)
+    noise_db = 20 * np.log10(np.sqrt(np.mean(np.concatenate([a[:4000], a[12000:]]) ** 2)) / 0.1)
+    assert abs(noise_db + 40.0) < 1.0
+    assert not np.any(pad_with_fixed_noise(wave, 0.25, -np.inf, np.random.default_rng(0))[:4000])  # silence
+    assert main(["--manifest", str(REPO / "tests/data/an4_mblw.tsv"), "--model", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt" in capsys.readouterr().err
