@@ -62,16 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
-    utterances = read_manifest(args.manifest, check_audio=True)
-    waves = [load_audio(u.audio_path) for u in utterances]
-    cutoffs = [band_cutoff(u.audio_path) for u in utterances]
-    refs = [normalize_text(u.text) for u in utterances]
     models = args.model or [str(REPO / "asr/pretrained/model.pt")]
-    try:
+    try:  # a bad manifest, audio or model file: one line naming it, before any decoding
+        utterances = read_manifest(args.manifest, check_audio=True)
+        waves = [load_audio(u.audio_path) for u in utterances]
         transcribers = {model: Transcriber.from_pretrained(model, device="cpu") for model in models}
-    except (OSError, ValueError) as exc:  # a missing or unreadable model file: one line, before any decoding
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    cutoffs = [band_cutoff(u.audio_path) for u in utterances]
+    refs = [normalize_text(u.text) for u in utterances]
     print(f"{args.manifest}: {len(utterances)} files; noise {args.noise_db:g} dB vs each file; "
           f"commit {git_commit()}, {cpu_model()}, {args.threads} thread(s)\n")
     print("| model | " + " | ".join(f"pad {p:g} s WER / CER %" for p in args.pads) + " |")
