@@ -578,6 +578,7 @@ class Trainer:
         epochs_run = 0
         while self.epoch < self.config.optim.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+                self._wait_for_all_ranks()  # rank 0 has written last.pt
                 return self.out_dir / "last.pt"
             started = time.time()
             train_loss, skipped = self.train_epoch()
@@ -604,9 +605,14 @@ class Trainer:
             stale = self.out_dir / f"epoch{self.epoch - self.config.optim.average_last}.pt"
             stale.unlink(missing_ok=True)
             plot_curve(metrics_path, self.out_dir / "curve.png")
-        if self.is_main:
-            return self.finish()
-        return self.out_dir / "last.pt"
+        final = self.finish() if self.is_main else self.out_dir / "last.pt"
+        self._wait_for_all_ranks()  # no rank tears the process group down while rank 0 still averages
+        return final
+
+    def _wait_for_all_ranks(self) -> None:
+        """A barrier across the DDP ranks (nothing with one process)."""
+        if self.world_size > 1:
+            torch.distributed.barrier()
 
     def finish(self) -> Path:
         """Average the last N epoch checkpoints into avg.pt and score it on the dev sets."""
