@@ -80,6 +80,18 @@ def random_gain(wave: np.ndarray, rng: np.random.Generator, max_db: float, min_d
     return np.clip(wave * gain, -1.0, 1.0).astype(np.float32)
 
 
+def surround_with_noise(wave: np.ndarray, before: int, after: int, noise_db: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """`before` and `after` samples of white noise around `wave` (N,) → (before + N + after,) float32.
+
+    The noise's RMS is the wave's plus `noise_db` dB (−inf: digital silence).
+    """
+    level = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
+    noise_rms = level * 10.0 ** (noise_db / 20.0)
+    noise = (rng.standard_normal(before + after) * noise_rms).astype(np.float32)  # (before + after,)
+    return np.concatenate([noise[:before], wave.astype(np.float32, copy=False), noise[before:]])
+
+
 def pad_with_noise(wave: np.ndarray, rng: np.random.Generator, max_seconds: float,
                    noise_db: tuple[float, float] | list[float]) -> np.ndarray:
     """Add 0…`max_seconds` of white noise before and after a 16 kHz `wave` (N,) → (N + pads,).
@@ -89,7 +101,4 @@ def pad_with_noise(wave: np.ndarray, rng: np.random.Generator, max_seconds: floa
     utterance's RMS level plus a gain drawn from `noise_db` (dB, e.g. −55…−35): a quiet room.
     """
     before, after = (int(rng.uniform(0.0, max_seconds) * SAMPLE_RATE) for _ in range(2))
-    level = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if len(wave) else 0.0
-    noise_rms = level * 10.0 ** (rng.uniform(*noise_db) / 20.0)
-    noise = (rng.standard_normal(before + after) * noise_rms).astype(np.float32)  # (before + after,)
-    return np.concatenate([noise[:before], wave.astype(np.float32, copy=False), noise[before:]])
+    return surround_with_noise(wave, before, after, rng.uniform(*noise_db), rng)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 from bench.runinfo import cpu_model, git_commit  # noqa: E402
 
 from asr.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from asr.augment import surround_with_noise  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 from asr.transcribe import Transcriber, band_cutoff  # noqa: E402
@@ -36,9 +37,7 @@ def pad_with_fixed_noise(wave: np.ndarray, seconds: float, noise_db: float, rng:
     if seconds <= 0:
         return wave
     count = int(round(seconds * SAMPLE_RATE))
-    level = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) * 10.0 ** (noise_db / 20.0)
-    noise = (rng.standard_normal(2 * count) * level).astype(np.float32)
-    return np.concatenate([noise[:count], wave, noise[count:]])
+    return surround_with_noise(wave, count, count, noise_db, rng)
 
 
 def greedy_texts(transcriber: Transcriber, waves: list[np.ndarray], cutoffs: list[float],
@@ -46,8 +45,8 @@ def greedy_texts(transcriber: Transcriber, waves: list[np.ndarray], cutoffs: lis
     """Greedy text of each whole wave, decoded in batches."""
     texts: list[str] = []
     for start in range(0, len(waves), batch):
-        log_probs, lengths = transcriber.log_probs(waves[start:start + batch], cutoffs[start:start + batch])
-        texts += transcriber.decoder.decode(log_probs, lengths)
+        decoded = transcriber.decode_waves(waves[start:start + batch], cutoffs[start:start + batch], with_words=False)
+        texts += [text for text, _ in decoded]
     return texts
 
 

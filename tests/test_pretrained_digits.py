@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.augment import surround_with_noise
 from asr.manifest import read_manifest
 from asr.transcribe import DEFAULT_MODEL, Transcriber
 
@@ -40,20 +41,13 @@ def dev_digits(shared_data: Path) -> list[tuple[np.ndarray, int, str]]:
     return clips
 
 
-def pad_with_quiet_noise(samples: np.ndarray, rate: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """`seconds` of white noise 45 dB below the clip's RMS before and after it (N,) → (N + 2·seconds·rate,)."""
-    count = int(seconds * rate)
-    level = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) * 10 ** (-45 / 20)
-    noise = (rng.standard_normal(2 * count) * level).astype(np.float32)
-    return np.concatenate([noise[:count], samples, noise[count:]])
-
-
 def word_error_rate(transcriber: Transcriber, clips, pad_seconds: float) -> float:
-    """WER of the transcripts of every clip, each padded by `pad_seconds` on both sides."""
+    """WER of the transcripts of every clip, each with `pad_seconds` of white noise 45 dB below it on both sides."""
     rng = np.random.default_rng(0)
     refs, hyps = [], []
     for samples, rate, ref in clips:
-        audio = pad_with_quiet_noise(samples, rate, pad_seconds, rng) if pad_seconds else samples
+        count = int(pad_seconds * rate)
+        audio = surround_with_noise(samples, count, count, -45.0, rng) if pad_seconds else samples
         hyps.append(transcriber.transcribe(audio, sample_rate=rate, with_words=False).text or "<empty>")
         refs.append(ref)
     return jiwer.wer(refs, hyps)
