@@ -50,3 +50,30 @@ def test_padded_wer_pads_with_the_same_noise_and_refuses_a_missing_model(capsys,
     assert not np.any(pad_with_fixed_noise(wave, 0.25, -np.inf, np.random.default_rng(0))[:4000])  # silence
     assert main(["--manifest", str(REPO / "tests/data/an4_mblw.tsv"), "--model", str(tmp_path / "none.pt")]) == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def test_error_breakdown_counts_each_error_against_its_reference_word_class(capsys, tmp_path):
+    """bench/error_breakdown.py: substitutions and deletions count against the reference word's class,
+    insertions on their own; folders holding other utterances, or no hyps.tsv, are one line and exit 2."""
+    sys.path.insert(0, str(REPO))
+    from bench.error_breakdown import classify_errors, main
+
+    assert classify_errors("ERASE J N R G FORTY EIGHT", "ERASE J M R G TFORTY EIGHT") == {"letter": 1, "number": 1}
+    assert classify_errors("HELP", "") == {"other": 1}
+    assert classify_errors("", "A B") == {"inserted": 2}
+    assert classify_errors("ENTER ONE FORTY TWO", "ENTER ONE FOUR GT TWO") == {"number": 1, "inserted": 1}
+
+    header = "utt_id\terrors\tref_words\tref\thyp\n"
+    greedy, lm, other = tmp_path / "greedy", tmp_path / "lm", tmp_path / "other"
+    for folder, rows in ((greedy, ["u1\t2\t3\tA B SIX\tA D SICS", "u2\t1\t1\tHELP\tHELLP"]),
+                         (lm, ["u1\t1\t3\tA B SIX\tA D SIX", "u2\t0\t1\tHELP\tHELP"]),
+                         (other, ["u3\t0\t1\tHELP\tHELP"])):
+        folder.mkdir()
+        (folder / "hyps.tsv").write_text(header + "\n".join(rows) + "\n")
+    assert main([str(greedy), str(lm)]) == 0
+    out = capsys.readouterr().out
+    assert "errors 3 (1.00) = letter 1 (1.00), number 1 (1.00), other 1 (1.00), inserted 0" in out
+    assert "errors 1 (0.33) = letter 1 (1.00), number 0 (0.00), other 0 (0.00), inserted 0" in out
+    assert "1 of 3 (33.3 %)" in out
+    assert main([str(greedy), str(other)]) == 2 and "same utterances" in capsys.readouterr().err
+    assert main([str(greedy), str(tmp_path / "missing")]) == 2 and "missing/hyps.tsv" in capsys.readouterr().err
