@@ -1,4 +1,4 @@
-"""Recognition and retrieval metrics: WER/CER via jiwer, average precision and MAP in numpy.
+"""Recognition and retrieval metrics: WER/CER via jiwer, average precision and MAP, paired bootstrap of two WERs.
 
 Error rates are computed from summed edit counts (not averaged per utterance), so empty
 references and hypotheses are fine: an empty reference with a non-empty hypothesis adds
@@ -8,6 +8,7 @@ insertions and no reference words.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import jiwer
@@ -112,3 +113,47 @@ def mean_average_precision(queries: Iterable[tuple[Sequence[float] | np.ndarray,
     aps = [average_precision(scores, labels) for scores, labels in queries]
     aps = [ap for ap in aps if not np.isnan(ap)]
     return float(np.mean(aps)) if aps else float("nan")
+
+
+@dataclass(frozen=True)
+class BootstrapComparison:
+    """Paired bootstrap comparison of two systems' WER on the same utterances (rates in %)."""
+
+    wer_a: float
+    wer_b: float
+    delta_low: float  # 2.5th percentile of WER_b − WER_a over the resamples, in points
+    delta_high: float  # 97.5th percentile
+    p_b_better: float  # share of resamples in which b makes fewer errors (ties count half)
+    resamples: int
+
+
+def paired_bootstrap(errors_a: Sequence[int] | np.ndarray, errors_b: Sequence[int] | np.ndarray,
+                     ref_lens: Sequence[int] | np.ndarray, resamples: int = 10_000,
+                     seed: int = 0) -> BootstrapComparison:
+    """Resample utterances with replacement to see how much a WER difference owes to which utterances
+    happen to be in the set (Bisani & Ney, 2004: the "probability of improvement").
+
+    Args:
+        errors_a, errors_b: (N,) word errors of each utterance under systems a and b.
+        ref_lens: (N,) reference words of each utterance.
+        resamples: bootstrap sets of N utterances each.
+        seed: seed of the resampling, so a comparison can be repeated exactly.
+    """
+    a = np.asarray(errors_a, dtype=np.int64)
+    b = np.asarray(errors_b, dtype=np.int64)
+    n = np.asarray(ref_lens, dtype=np.int64)
+    if not (a.shape == b.shape == n.shape) or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need three equal, non-empty 1-D arrays, got shapes {a.shape}, {b.shape}, {n.shape}")
+    if n.sum() == 0:
+        raise ValueError("the references hold no words")
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(resamples)  # (R,) WER_b − WER_a in points
+    diff = b - a  # (N,)
+    block = max(1, 4_000_000 // a.size)  # resamples per draw: keeps the (block, N) index array small
+    for start in range(0, resamples, block):
+        idx = rng.integers(0, a.size, size=(min(block, resamples - start), a.size))  # (block, N)
+        deltas[start:start + idx.shape[0]] = 100.0 * diff[idx].sum(axis=1) / np.maximum(n[idx].sum(axis=1), 1)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    p_better = float(np.mean(deltas < 0) + 0.5 * np.mean(deltas == 0))
+    return BootstrapComparison(100.0 * a.sum() / n.sum(), 100.0 * b.sum() / n.sum(), float(low), float(high),
+                               p_better, resamples)

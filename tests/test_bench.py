@@ -77,3 +77,24 @@ def test_error_breakdown_counts_each_error_against_its_reference_word_class(caps
     assert "1 of 3 (33.3 %)" in out
     assert main([str(greedy), str(other)]) == 2 and "same utterances" in capsys.readouterr().err
     assert main([str(greedy), str(tmp_path / "missing")]) == 2 and "missing/hyps.tsv" in capsys.readouterr().err
+
+
+def test_paired_bootstrap_script_compares_two_decodes_of_the_same_utterances(capsys, tmp_path):
+    """bench/paired_bootstrap.py recomputes each utterance's errors from ref and hyp (not the errors
+    column) and refuses folders of different utterances in one line with exit code 2."""
+    sys.path.insert(0, str(REPO))
+    from bench.paired_bootstrap import main
+
+    header = "utt_id\terrors\tref_words\tref\thyp\n"
+    a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
+    for folder, rows in ((a, ["u1\t0\t3\tA B SIX\tA D SICS", "u2\t9\t1\tHELP\tHELLP"]),
+                         (b, ["u2\t0\t1\tHELP\tHELP", "u1\t1\t3\tA B SIX\tA D SIX"]),
+                         (other, ["u3\t0\t1\tHELP\tHELP"])):
+        folder.mkdir()
+        (folder / "hyps.tsv").write_text(header + "\n".join(rows) + "\n")
+    assert main([str(a), str(b), "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "2 utterances, 4 reference words" in out
+    assert "WER 75.00 % (3 errors)" in out and "WER 25.00 % (1 errors)" in out
+    assert "B - A: -50.00 points" in out
+    assert main([str(a), str(other)]) == 2 and "same utterances" in capsys.readouterr().err

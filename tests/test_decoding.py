@@ -263,6 +263,33 @@ def test_average_precision_hand_example() -> None:
     assert math.isnan(average_precision([0.1, 0.2], [0, 0]))
 
 
+def test_paired_bootstrap_brackets_the_observed_difference_and_reads_ties_as_even() -> None:
+    """Resampled WER differences centre on the observed one; equal systems give 0 and an even chance;
+    a system better on every utterance wins every resample; the same seed repeats exactly."""
+    from asr.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    ref_lens = rng.integers(3, 9, size=200)  # (200,)
+    errors_a = rng.binomial(ref_lens, 0.15)  # (200,) about 15 % WER
+    errors_b = np.maximum(errors_a - rng.binomial(1, 0.3, size=200), 0)  # fewer errors on ~30 % of utterances
+    result = paired_bootstrap(errors_a, errors_b, ref_lens, resamples=4000, seed=1)
+    observed = result.wer_b - result.wer_a
+    assert result.wer_a == pytest.approx(100 * errors_a.sum() / ref_lens.sum())
+    assert observed < 0 and result.delta_low < observed < result.delta_high < 0
+    assert result.p_b_better == 1.0
+    assert paired_bootstrap(errors_a, errors_b, ref_lens, resamples=4000, seed=1) == result
+
+    same = paired_bootstrap(errors_a, errors_a, ref_lens, resamples=500)
+    assert (same.delta_low, same.delta_high, same.p_b_better) == (0.0, 0.0, 0.5)
+    # A one-error difference on a few hundred words: the interval holds 0.
+    close = paired_bootstrap([1, 0, 2, 0, 1] * 8, [1, 0, 2, 0, 0] + [1, 0, 2, 0, 1] * 7, [6] * 40)
+    assert close.delta_low < 0 <= close.delta_high and 0.5 < close.p_b_better < 1.0
+    with pytest.raises(ValueError):
+        paired_bootstrap([1, 2], [1], [3, 3])
+    with pytest.raises(ValueError):
+        paired_bootstrap([0], [0], [0])
+
+
 def test_mean_average_precision() -> None:
     queries = [
         ([0.9, 0.8, 0.7, 0.6, 0.5], [1, 0, 1, 0, 1]),  # AP 0.7556
