@@ -4,11 +4,12 @@
 # Usage: bash recipes/search/run.sh [--stage N] [--stop-stage N] [--data DIR] [--exp DIR] [--config YAML]
 #   stage 1  word segments of every speaker-disjoint split (forced alignment with the bundled model;
 #            the digits are whole files) → EXP/segments/<corpus>_{train,dev}.tsv
-#   stage 2  train the search model on training speakers only (conf/contrastive.yaml: log-mel input,
-#            contrastive + reconstruction, speed-perturbed views) → EXP/contrastive/model.pt
-#   stage 3  comparison models: the same without speed perturbation; on the acoustic model's states
-#            plus log-mel (with and without speed perturbation) and on its states alone; plain,
-#            denoising and correspondence autoencoders on the states
+#   stage 2  train the search model on training speakers only (conf/contrastive.yaml: the acoustic
+#            model's states plus log-mel, contrastive + reconstruction, speed-perturbed views)
+#            → EXP/contrastive/model.pt
+#   stage 3  comparison models: the same without speed perturbation; on log-mel alone (with and
+#            without speed perturbation) and on the states alone; plain, denoising and
+#            correspondence autoencoders on the states
 #   stage 4  index the held-out (dev-speaker) recordings and search one of them with the CLI
 #   stage 5  bench/search_eval.py on held-out speakers: embeddings vs DTW on MFCCs and on posteriors
 #   stage 6  export the search model (float16 weights) to asr/pretrained/search.pt
@@ -58,7 +59,7 @@ train_ae() {
 if want_stage 2 "train the search model"; then mkdir -p "$exp"; train_ae contrastive "$config"; fi
 
 if want_stage 3 "comparison models"; then
-  for name in contrastive_logmel_nospeed contrastive_am_logmel contrastive_am_logmel_nospeed contrastive_am; do
+  for name in contrastive_logmel contrastive_logmel_nospeed contrastive_am_logmel_nospeed contrastive_am; do
     train_ae $name recipes/search/conf/$name.yaml
   done
   train_ae plain recipes/search/conf/plain.yaml
@@ -86,9 +87,10 @@ fi
 
 if want_stage 5 "evaluation on held-out speakers vs DTW"; then
   models="--model $exp/contrastive/model.pt"
-  for extra in contrastive_logmel_nospeed contrastive_am_logmel contrastive_am_logmel_nospeed contrastive_am \
+  for extra in contrastive_logmel contrastive_logmel_nospeed contrastive_am_logmel_nospeed contrastive_am \
                plain denoising correspondence; do [ -f "$exp/$extra/model.pt" ] && models="$models --model $exp/$extra/model.pt"; done
-  $nice python bench/search_eval.py $models --json "$exp/search_eval.json" | tee "$exp/search_eval.txt"
+  $nice python bench/search_eval.py $models --segments "$exp"/segments/{an4,fsdd,librispeech}_dev.tsv \
+    --filler "$splits/an4/train.tsv" --json "$exp/search_eval.json" | tee "$exp/search_eval.txt"
 fi
 
 if want_stage 6 "export the search model"; then
