@@ -385,7 +385,8 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
     metrics_path = out_dir / "metrics.jsonl"
     if start_epoch == 0:
         metrics_path.unlink(missing_ok=True)
-    info = {"am_sha256": am_sha, "am_model": str(am_path) if am_path else None, "objective": asdict(config.objective),
+    # am_model as configured (None: the bundled model), not resolved, so no local path is stored
+    info = {"am_sha256": am_sha, "am_model": config.data.am_model, "objective": asdict(config.objective),
             "train": config.data.train, "data": asdict(config.data), "train_segments": len(keep), "seed": config.seed}
     for epoch in range(start_epoch + 1, config.optim.epochs + 1):
         model.train()
