@@ -319,3 +319,20 @@ def test_index_metadata_lacking_a_field_is_named(tmp_path, digit_index):
     (copy / "index.json").write_text(json.dumps(meta))
     with pytest.raises(SearchIndexError, match=re.escape(f"{copy / 'index.json'}: index metadata lacks count")):
         load_index(copy)
+
+
+def test_index_build_refuses_an_acoustic_model_the_search_model_was_not_trained_on(search_model, capsys, tmp_path):
+    """The bundled search model reads the bundled acoustic model's hidden states: any other acoustic model
+    is refused in one line naming the search model, before an index is written."""
+    from asr.search.model import load_search_model
+
+    _, info = load_search_model(search_model)
+    if not info.get("am_sha256"):
+        pytest.skip("the bundled search model does not read an acoustic model")
+    other = tmp_path / "other_am.pt"
+    other.write_bytes(b"not the acoustic model the search model was trained with")
+    code, _, err = run_cli(capsys, "index", "build", "--model", search_model, "--am", other, JACKSON_3,
+                           "-o", tmp_path / "x.index")
+    assert code != 0
+    assert "another acoustic model" in err and str(search_model) in err
+    assert not (tmp_path / "x.index").exists()
