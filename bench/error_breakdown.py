@@ -40,10 +40,7 @@ def word_class(word: str) -> str:
 def classify_errors(ref: str, hyp: str) -> Counter:
     """Word errors of one utterance by class of the reference word (insertions: "inserted")."""
     counts: Counter = Counter()
-    if not ref.split():
-        counts["inserted"] += len(hyp.split())
-        return counts
-    out = jiwer.process_words(ref, hyp if hyp.split() else "")
+    out = jiwer.process_words(ref, hyp)  # empty ref or hyp: all insertions or all deletions
     ref_words = out.references[0]
     for chunk in out.alignments[0]:
         if chunk.type in ("substitute", "delete"):
@@ -66,11 +63,11 @@ def read_hyps(folder: Path) -> dict[str, tuple[str, str]]:
     return {row["utt_id"]: (row["ref"] or "", row["hyp"] or "") for row in rows}
 
 
-def breakdown(folder: Path) -> tuple[Counter, Counter]:
-    """(errors by class, reference words by class) over one decode folder."""
+def breakdown(pairs: dict[str, tuple[str, str]]) -> tuple[Counter, Counter]:
+    """(errors by class, reference words by class) over one decode's utt_id → (ref, hyp)."""
     errors: Counter = Counter()
     words: Counter = Counter()
-    for ref, hyp in read_hyps(folder).values():
+    for ref, hyp in pairs.values():
         errors += classify_errors(ref, hyp)
         words.update(word_class(w) for w in ref.split())
     return errors, words
@@ -81,15 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("decodes", nargs="+", type=Path, help="asr decode --out folders; the first is the baseline")
     args = parser.parse_args(argv)
     try:
-        utts = [set(read_hyps(folder)) for folder in args.decodes]
-        if any(u != utts[0] for u in utts[1:]):
+        decodes = [read_hyps(folder) for folder in args.decodes]
+        if any(d.keys() != decodes[0].keys() for d in decodes[1:]):
             raise ValueError("the decode folders do not hold the same utterances")
-        results = [breakdown(folder) for folder in args.decodes]
+        results = [breakdown(pairs) for pairs in decodes]
     except ValueError as exc:
         print(f"error_breakdown: {exc}", file=sys.stderr)
         return 2
     base_errors, words = results[0]
-    print("reference words: " + ", ".join(f"{c} {words[c]}" for c in CLASSES[:3]) + f" ({len(utts[0])} utterances)")
+    print("reference words: " + ", ".join(f"{c} {words[c]}" for c in CLASSES[:3]) + f" ({len(decodes[0])} utterances)")
     for folder, (errors, _) in zip(args.decodes, results):
         total, base_total = sum(errors.values()), sum(base_errors.values())
         cells = [f"{c} {errors[c]}" + (f" ({errors[c] / base_errors[c]:.2f})" if base_errors[c] else "")

@@ -24,9 +24,8 @@ from bench.error_breakdown import read_hyps  # noqa: E402
 from asr.metrics import paired_bootstrap, utterance_errors  # noqa: E402
 
 
-def per_utterance_errors(folder: Path, utt_ids: list[str]) -> tuple[list[int], list[int]]:
-    """(word errors, reference words) of each of `utt_ids` in a decode folder."""
-    pairs = read_hyps(folder)
+def per_utterance_errors(pairs: dict[str, tuple[str, str]], utt_ids: list[str]) -> tuple[list[int], list[int]]:
+    """(word errors, reference words) of each of `utt_ids` in a decode's utt_id → (ref, hyp)."""
     counts = [utterance_errors(*pairs[u]) for u in utt_ids]
     return [c["errors"] for c in counts], [c["ref_len"] for c in counts]
 
@@ -39,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        ids_a, ids_b = read_hyps(args.a), read_hyps(args.b)
-        if set(ids_a) != set(ids_b):
+        pairs_a, pairs_b = read_hyps(args.a), read_hyps(args.b)
+        if pairs_a.keys() != pairs_b.keys():
             raise ValueError("the two decode folders do not hold the same utterances")
-        utt_ids = sorted(ids_a)
-        errors_a, ref_lens = per_utterance_errors(args.a, utt_ids)
-        errors_b, _ = per_utterance_errors(args.b, utt_ids)
+        utt_ids = sorted(pairs_a)
+        errors_a, ref_lens = per_utterance_errors(pairs_a, utt_ids)
+        errors_b, _ = per_utterance_errors(pairs_b, utt_ids)
         result = paired_bootstrap(errors_a, errors_b, ref_lens, args.resamples, args.seed)
     except ValueError as exc:
         print(f"paired_bootstrap: {exc}", file=sys.stderr)

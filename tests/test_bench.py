@@ -52,6 +52,17 @@ def test_padded_wer_pads_with_the_same_noise_and_refuses_a_missing_model(capsys,
     assert "none.pt" in capsys.readouterr().err
 
 
+def write_decode_folders(root: Path, rows_by_name: dict[str, list[str]]) -> list[Path]:
+    """`asr decode --out`-style folders under `root`, each with a hyps.tsv of the given rows (in order)."""
+    folders = []
+    for name, rows in rows_by_name.items():
+        folder = root / name
+        folder.mkdir()
+        (folder / "hyps.tsv").write_text("utt_id\terrors\tref_words\tref\thyp\n" + "\n".join(rows) + "\n")
+        folders.append(folder)
+    return folders
+
+
 def test_error_breakdown_counts_each_error_against_its_reference_word_class(capsys, tmp_path):
     """bench/error_breakdown.py: substitutions and deletions count against the reference word's class,
     insertions on their own; folders holding other utterances, or no hyps.tsv, are one line and exit 2."""
@@ -63,13 +74,10 @@ def test_error_breakdown_counts_each_error_against_its_reference_word_class(caps
     assert classify_errors("", "A B") == {"inserted": 2}
     assert classify_errors("ENTER ONE FORTY TWO", "ENTER ONE FOUR GT TWO") == {"number": 1, "inserted": 1}
 
-    header = "utt_id\terrors\tref_words\tref\thyp\n"
-    greedy, lm, other = tmp_path / "greedy", tmp_path / "lm", tmp_path / "other"
-    for folder, rows in ((greedy, ["u1\t2\t3\tA B SIX\tA D SICS", "u2\t1\t1\tHELP\tHELLP"]),
-                         (lm, ["u1\t1\t3\tA B SIX\tA D SIX", "u2\t0\t1\tHELP\tHELP"]),
-                         (other, ["u3\t0\t1\tHELP\tHELP"])):
-        folder.mkdir()
-        (folder / "hyps.tsv").write_text(header + "\n".join(rows) + "\n")
+    greedy, lm, other = write_decode_folders(tmp_path, {
+        "greedy": ["u1\t2\t3\tA B SIX\tA D SICS", "u2\t1\t1\tHELP\tHELLP"],
+        "lm": ["u1\t1\t3\tA B SIX\tA D SIX", "u2\t0\t1\tHELP\tHELP"],
+        "other": ["u3\t0\t1\tHELP\tHELP"]})
     assert main([str(greedy), str(lm)]) == 0
     out = capsys.readouterr().out
     assert "errors 3 (1.00) = letter 1 (1.00), number 1 (1.00), other 1 (1.00), inserted 0" in out
@@ -85,13 +93,10 @@ def test_paired_bootstrap_script_compares_two_decodes_of_the_same_utterances(cap
     sys.path.insert(0, str(REPO))
     from bench.paired_bootstrap import main
 
-    header = "utt_id\terrors\tref_words\tref\thyp\n"
-    a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
-    for folder, rows in ((a, ["u1\t0\t3\tA B SIX\tA D SICS", "u2\t9\t1\tHELP\tHELLP"]),
-                         (b, ["u2\t0\t1\tHELP\tHELP", "u1\t1\t3\tA B SIX\tA D SIX"]),
-                         (other, ["u3\t0\t1\tHELP\tHELP"])):
-        folder.mkdir()
-        (folder / "hyps.tsv").write_text(header + "\n".join(rows) + "\n")
+    a, b, other = write_decode_folders(tmp_path, {
+        "a": ["u1\t0\t3\tA B SIX\tA D SICS", "u2\t9\t1\tHELP\tHELLP"],
+        "b": ["u2\t0\t1\tHELP\tHELP", "u1\t1\t3\tA B SIX\tA D SIX"],
+        "other": ["u3\t0\t1\tHELP\tHELP"]})
     assert main([str(a), str(b), "--resamples", "200"]) == 0
     out = capsys.readouterr().out
     assert "2 utterances, 4 reference words" in out
