@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from asr.features import GlobalCMVN
 
@@ -64,6 +65,36 @@ def init_forget_gate_bias(lstm: nn.LSTM, value: float) -> None:
                 getattr(lstm, name.replace("bias_ih", "bias_hh"))[hidden : 2 * hidden].fill_(0.0)
 
 
+RNN_PARAMETER_NAME = re.compile(r"^(?P<kind>\w+)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
+
+
+def split_rnn(rnn: nn.LSTM | nn.GRU, layer: int) -> tuple[nn.LSTM | nn.GRU, nn.LSTM | nn.GRU]:
+    """Two stacked RNNs, layers [0, layer) and [layer, num_layers), that share `rnn`'s parameters.
+
+    Running the lower one, inter-layer dropout, then the upper one computes what `rnn` computes,
+    and gives access to the output after `layer` layers (intermediate CTC). No weight is copied:
+    the halves hold the very Parameter objects of `rnn`, so gradients and optimiser steps reach it.
+    """
+    if not 0 < layer < rnn.num_layers:
+        raise ValueError(f"cannot split a {rnn.num_layers}-layer RNN after layer {layer}")
+    rnn_class = type(rnn)
+    extra = {"proj_size": rnn.proj_size} if isinstance(rnn, nn.LSTM) and rnn.proj_size else {}
+    out_dim = 2 * (rnn.proj_size if extra else rnn.hidden_size)
+    lower = rnn_class(rnn.input_size, rnn.hidden_size, num_layers=layer, dropout=rnn.dropout if layer > 1 else 0.0,
+                      bidirectional=True, batch_first=True, **extra)
+    upper = rnn_class(out_dim, rnn.hidden_size, num_layers=rnn.num_layers - layer,
+                      dropout=rnn.dropout if rnn.num_layers - layer > 1 else 0.0, bidirectional=True,
+                      batch_first=True, **extra)
+    lower.to(next(rnn.parameters()).device)
+    upper.to(next(rnn.parameters()).device)
+    for name, parameter in rnn.named_parameters():
+        match = RNN_PARAMETER_NAME.match(name)
+        index = int(match["layer"])
+        half, index = (lower, index) if index < layer else (upper, index - layer)
+        setattr(half, f"{match['kind']}_l{index}{match['reverse'] or ''}", parameter)  # RNNBase updates its flat weights
+    return lower, upper
+
+
 class BiLSTMCTC(nn.Module):
     """Stacked bidirectional recurrent CTC model over normalised features."""
 
@@ -105,11 +136,44 @@ class BiLSTMCTC(nn.Module):
         hidden, _ = pad_packed_sequence(hidden, batch_first=True, total_length=stacked.shape[1])  # (B, T', 2H)
         return hidden, step_lengths
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised feats (B, T, D) → log-probs (B, T', V) and output lengths (B,)."""
-        hidden, step_lengths = self.encode(feats, lengths)
-        logits = self.output(self.dropout(hidden))  # (B, T', V)
-        return logits.log_softmax(dim=-1), step_lengths
+    def encode_with_intermediate(self, feats: torch.Tensor, lengths: torch.Tensor, layer: int
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Like `encode`, plus the hidden states after the first `layer` recurrent layers (B, T', 2H)."""
+        lower, upper = self._split_rnn(layer)
+        lower.train(self.training)  # outside the module tree, so model.train()/eval() does not reach them
+        upper.train(self.training)
+        stacked, step_lengths = stack_frames(feats, lengths, self.config.subsampling)  # (B, T', k·D)
+        packed = pack_padded_sequence(stacked, step_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        middle, _ = lower(packed)
+        between = torch.nn.functional.dropout(middle.data, self.rnn.dropout, self.training)  # as inside self.rnn
+        top, _ = upper(PackedSequence(between, middle.batch_sizes, middle.sorted_indices, middle.unsorted_indices))
+        total = stacked.shape[1]
+        middle, _ = pad_packed_sequence(middle, batch_first=True, total_length=total)  # (B, T', 2H)
+        top, _ = pad_packed_sequence(top, batch_first=True, total_length=total)  # (B, T', 2H)
+        return top, middle, step_lengths
+
+    def _split_rnn(self, layer: int) -> tuple[nn.Module, nn.Module]:
+        """`split_rnn(self.rnn, layer)`, built once per layer; kept outside the module tree so that
+        state_dict, parameters() and checkpoints are those of the unsplit model."""
+        cache = self.__dict__.setdefault("_split_cache", {})
+        if layer not in cache or cache[layer][0].weight_ih_l0 is not self.rnn.weight_ih_l0:  # rebuilt if replaced
+            cache[layer] = split_rnn(self.rnn, layer)
+        return cache[layer]
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, intermediate_layer: int = 0
+                ) -> tuple[torch.Tensor, ...]:
+        """Normalised feats (B, T, D) → log-probs (B, T', V) and output lengths (B,).
+
+        With `intermediate_layer` k > 0, also the log-probs that the shared output layer gives for the
+        hidden states after k recurrent layers (B, T', V), for intermediate CTC (Lee & Watanabe 2021),
+        returned as (log-probs, lengths, intermediate log-probs).
+        """
+        if not intermediate_layer:
+            hidden, step_lengths = self.encode(feats, lengths)
+            return self.output(self.dropout(hidden)).log_softmax(dim=-1), step_lengths  # (B, T', V)
+        hidden, middle, step_lengths = self.encode_with_intermediate(feats, lengths, intermediate_layer)
+        log_probs = self.output(self.dropout(hidden)).log_softmax(dim=-1)  # (B, T', V)
+        return log_probs, step_lengths, self.output(self.dropout(middle)).log_softmax(dim=-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -64,7 +64,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class OptimConfig:
-    """Optimiser and schedule settings."""
+    """Optimiser, schedule and loss settings."""
 
     epochs: int = 30
     lr: float = 1.5e-3
@@ -74,6 +74,10 @@ class OptimConfig:
     grad_clip: float = 5.0
     average_last: int = 5
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # intermediate CTC (Lee & Watanabe 2021): loss = (1 - w) · CTC(top) + w · CTC(after inter_ctc_layer
+    # recurrent layers, through the same output layer); inference is unchanged. 0 = off.
+    inter_ctc_weight: float = 0.0
+    inter_ctc_layer: int = 0  # 0 = the middle, (num_layers + 1) // 2
 
 
 @dataclass
@@ -121,7 +125,12 @@ class TrainConfig:
         raw = read_yaml_config(path, overrides)
         check_keys(raw, path)
         coerce_scalars(raw, path)
-        return cls.from_dict(expand_env(raw))
+        config = cls.from_dict(expand_env(raw))
+        try:
+            intermediate_ctc_layer(config)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return config
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
@@ -381,6 +390,28 @@ def plot_curve(metrics_path: Path, png_path: Path) -> None:
     os.replace(tmp, png_path)
 
 
+def intermediate_ctc_layer(config: TrainConfig) -> int:
+    """The recurrent layer whose output gets the intermediate CTC loss (0 = none); ConfigError if invalid."""
+    weight, layer, layers = config.optim.inter_ctc_weight, config.optim.inter_ctc_layer, config.model.num_layers
+    if not 0.0 <= weight < 1.0:
+        raise ConfigError(f"optim.inter_ctc_weight must be in [0, 1), got {weight}")
+    if weight == 0.0:
+        return 0
+    layer = layer or (layers + 1) // 2
+    if not 0 < layer < layers:
+        raise ConfigError(f"optim.inter_ctc_layer must be between 1 and {layers - 1} (model.num_layers - 1), "
+                          f"got {layer}")
+    return layer
+
+
+def ctc_losses(outputs: tuple[torch.Tensor, ...], batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed CTC loss of the model's top output and, when `outputs` holds one, of its intermediate output."""
+    def ctc(log_probs: torch.Tensor) -> torch.Tensor:  # (B, T', V) → scalar
+        return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1).float(), batch.targets, outputs[1],
+                                            batch.target_lengths, zero_infinity=True, reduction="sum")
+    return ctc(outputs[0]), (ctc(outputs[2]) if len(outputs) > 2 else None)
+
+
 def distributed_context() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
@@ -402,6 +433,8 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             self.owns_process_group = True
         self.out_dir = Path(config.out_dir)
+        self.inter_ctc_layer = intermediate_ctc_layer(config)
+        self.last_inter_loss: float | None = None  # the last epoch's mean intermediate CTC loss per token
         self.tokenizer = CharTokenizer()
         config.model.vocab_size = self.tokenizer.vocab_size
         torch.manual_seed(config.seed)
@@ -513,7 +546,8 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         torch.manual_seed(self.config.seed * 100003 + self.epoch)  # dropout + SpecAugment, resumable
         use_amp = self.config.optim.amp and self.device.type == "cuda"
-        loss_sum, tokens, skipped, audio_s = 0.0, 0, 0, 0.0
+        inter_weight = self.config.optim.inter_ctc_weight
+        loss_sum, inter_loss_sum, tokens, skipped, audio_s = 0.0, 0.0, 0, 0, 0.0
         start = time.time()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}", disable=not self.is_main, leave=False,
                    dynamic_ncols=True)
@@ -524,31 +558,33 @@ class Trainer:
                 if self.config.augment.enabled:
                     feats = spec_augment(feats, lengths, self.config.augment)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                log_probs, out_lengths = self.ddp_model(feats, lengths)
-            loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1).float(), batch.targets, out_lengths,
-                                                batch.target_lengths, zero_infinity=True, reduction="sum")
+                outputs = self.ddp_model(feats, lengths, intermediate_layer=self.inter_ctc_layer)
+            loss, inter_loss = ctc_losses(outputs, batch)
+            objective = loss if inter_loss is None else (1.0 - inter_weight) * loss + inter_weight * inter_loss
             n_tokens = int(host_batch.target_lengths.sum())
-            global_tokens, finite = self.reduce_step(n_tokens, loss)
+            global_tokens, finite = self.reduce_step(n_tokens, objective)
             if not finite:
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 continue
             # DDP averages gradients over ranks, so × world size / global tokens = the gradient of
             # (sum of every rank's loss) / (all tokens of the global batch), as in one process.
-            (loss * (self.world_size / global_tokens)).backward()
+            (objective * (self.world_size / global_tokens)).backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.step += 1
             loss_sum += loss.item()
+            inter_loss_sum += 0.0 if inter_loss is None else inter_loss.item()
             tokens += n_tokens
             audio_s += float(host_batch.wave_lengths.sum()) / 16000
             bar.set_postfix(loss=f"{loss_sum / tokens:.3f}", audio_x=f"{audio_s / (time.time() - start):.0f}")
-        if self.world_size > 1:  # the epoch's loss over all ranks' tokens
-            totals = torch.tensor([loss_sum, float(tokens)], dtype=torch.float64, device=self.device)
+        if self.world_size > 1:  # the epoch's losses over all ranks' tokens
+            totals = torch.tensor([loss_sum, inter_loss_sum, float(tokens)], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(totals)
-            loss_sum, tokens = float(totals[0]), int(totals[1])
+            loss_sum, inter_loss_sum, tokens = float(totals[0]), float(totals[1]), int(totals[2])
+        self.last_inter_loss = inter_loss_sum / max(1, tokens) if self.inter_ctc_layer else None
         return loss_sum / max(1, tokens), skipped
 
     def reduce_step(self, n_tokens: int, loss: torch.Tensor) -> tuple[int, bool]:
@@ -591,6 +627,8 @@ class Trainer:
             row = {"kind": "epoch", "epoch": self.epoch, "step": self.step, "train_loss": train_loss,
                    "skipped_nonfinite_batches": skipped, "lr": self.scheduler.get_last_lr()[0],
                    "seconds": time.time() - started, "dev": dev}
+            if self.last_inter_loss is not None:
+                row["train_inter_ctc_loss"] = self.last_inter_loss
             with open(metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
             dev_summary = " ".join(f"{n}: wer {m['wer']:.3f} cer {m['cer']:.3f}" for n, m in dev.items())

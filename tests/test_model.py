@@ -132,3 +132,53 @@ def test_config_dict_round_trip():
     assert isinstance(model.rnn, torch.nn.GRU) and model.num_parameters() == sum(
         p.numel() for p in model.parameters())
     assert np.isclose(model.num_parameters(), sum(p.numel() for p in model.state_dict().values()) - 2 * 80)
+
+
+# --- intermediate CTC: the stack run in two halves that share its parameters ----------------------------
+
+SPLIT_VARIANTS = [
+    pytest.param({"cell": "lstm", "num_layers": 3}, id="lstm-3"),
+    pytest.param({"cell": "lstm", "num_layers": 3, "projection_size": 8}, id="lstm-proj-3"),
+    pytest.param({"cell": "gru", "num_layers": 4}, id="gru-4"),
+]
+
+
+@pytest.mark.parametrize("overrides", SPLIT_VARIANTS)
+def test_intermediate_forward_keeps_the_top_output(real_batch, overrides):
+    feats, frames, stats = real_batch
+    model = make_model(stats, **overrides)
+    plain, plain_lengths = run(model, feats, frames)
+    for layer in range(1, model.config.num_layers):
+        with torch.no_grad():
+            top, lengths, middle = model(model.cmvn(feats, frames), frames, intermediate_layer=layer)
+        torch.testing.assert_close(top, plain, atol=1e-6, rtol=0)  # the split computes the same stack
+        assert torch.equal(lengths, plain_lengths) and middle.shape == plain.shape
+        for i, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(middle[i, :n].exp().sum(-1), torch.ones(n), atol=1e-5, rtol=0)
+        assert not torch.allclose(middle, top, atol=1e-3)  # a different layer's reading
+    assert list(model.state_dict()) == list(make_model(stats, **overrides).state_dict())  # no new weights
+
+
+def test_intermediate_loss_trains_only_the_layers_below_it(real_batch):
+    feats, frames, stats = real_batch
+    model = make_model(stats, num_layers=3).train()
+    _, lengths, middle = model(model.cmvn(feats, frames), frames, intermediate_layer=2)
+    targets = torch.tensor([3, 4, 5, 3, 4, 5], dtype=torch.long)
+    torch.nn.functional.ctc_loss(middle.transpose(0, 1), targets, lengths, torch.tensor([2, 2, 2])).backward()
+    for name, param in model.named_parameters():
+        below = name.startswith("output") or any(f"_l{i}" in name for i in (0, 1))  # shared output layer too
+        reached = param.grad is not None and torch.count_nonzero(param.grad) > 0
+        assert reached == below, name
+    # dropout between the halves is on in training, as inside the unsplit stack
+    with torch.no_grad():
+        a = model(model.cmvn(feats, frames), frames, intermediate_layer=2)[0]
+        b = model(model.cmvn(feats, frames), frames, intermediate_layer=2)[0]
+    assert not torch.allclose(a, b)
+
+
+def test_split_needs_a_layer_inside_the_stack(real_batch):
+    _, _, stats = real_batch
+    model = make_model(stats, num_layers=2)
+    for layer in (-1, 2, 3):
+        with pytest.raises(ValueError, match="cannot split a 2-layer RNN"):
+            model(torch.zeros(1, 6, 80), torch.tensor([6]), intermediate_layer=layer)

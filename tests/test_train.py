@@ -22,7 +22,10 @@ from asr.checkpoint import (
     load_model,
     read_checkpoint,
 )
+import asr.train
 from asr.data import SpeechDataset
+from asr.decoding.greedy import greedy_decode
+from asr.features import LogMel
 from asr.manifest import read_manifest
 from asr.text import CharTokenizer
 from asr.train import TrainConfig, Trainer, train
@@ -217,6 +220,58 @@ def test_overfit_five_utterances(overfit_model):
     transcriber = Transcriber.from_pretrained(overfit_model, device="cpu")
     hyps = [r.text for r in transcriber.transcribe_files([u.audio_path for u in utts], with_words=False)]
     assert jiwer.cer([u.text for u in utts], hyps) < 0.10, hyps
+
+
+def test_intermediate_ctc_overfits_both_outputs(tmp_path):
+    """Intermediate CTC after layer 1 of 2 (weight 0.5) on the five real clips: the top output still
+    memorises them, and the shared output layer reads them from the first layer's states too."""
+    config = TrainConfig.from_dict({
+        "out_dir": str(tmp_path / "run"), "seed": 0,
+        "data": {"train": [str(MANIFEST)], "dev": {"an4": str(MANIFEST)}, "max_batch_seconds": 1.6},
+        "model": {"hidden_size": 128, "num_layers": 2, "subsampling": 3, "dropout": 0.0},
+        "augment": {"enabled": False},
+        "optim": {"epochs": 70, "lr": 8e-3, "warmup_steps": 10, "weight_decay": 0.0, "average_last": 3,
+                  "inter_ctc_weight": 0.5, "inter_ctc_layer": 1},
+    })
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(asr.train, "plot_curve", lambda *args, **kwargs: None)
+            path = train(config, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    rows = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert epochs[-1]["train_inter_ctc_loss"] < 0.2 * epochs[0]["train_inter_ctc_loss"]
+    assert rows[-1]["dev"]["an4"]["cer"] < 0.10 and epochs[0]["dev"]["an4"]["cer"] > 0.5
+    # greedy reading of the intermediate output of the saved model, scored with jiwer
+    model = load_model(path).model.eval()
+    tokenizer, frontend = CharTokenizer(), LogMel()
+    utts = read_manifest(MANIFEST)
+    hyps = []
+    for utt in utts:
+        wave = torch.as_tensor(load_audio(utt.audio_path))[None]  # (1, samples)
+        with torch.no_grad():
+            feats, frames = frontend(wave, torch.tensor([wave.shape[1]]))
+            _, lengths, middle = model(model.cmvn(feats, frames), frames, intermediate_layer=1)
+        hyps.append(tokenizer.decode(greedy_decode(middle, lengths)[0]))
+    assert jiwer.cer([u.text for u in utts], hyps) < 0.10, hyps
+
+
+def test_intermediate_ctc_settings_are_checked(tmp_path):
+    from asr.train import ConfigError, intermediate_ctc_layer
+
+    config = tmp_path / "train.yaml"
+    config.write_text("model: {num_layers: 3}\noptim: {inter_ctc_weight: 0.3}\n")
+    assert intermediate_ctc_layer(TrainConfig.from_yaml(config)) == 2  # the middle by default
+    assert intermediate_ctc_layer(TrainConfig.from_yaml(config, ["optim.inter_ctc_layer=1"])) == 1
+    assert intermediate_ctc_layer(TrainConfig.from_yaml(config, ["optim.inter_ctc_weight=0"])) == 0
+    for override, message in [("optim.inter_ctc_weight=1.0", r"inter_ctc_weight must be in \[0, 1\), got 1.0"),
+                              ("optim.inter_ctc_layer=3", "inter_ctc_layer must be between 1 and 2"),
+                              ("model.num_layers=1", "inter_ctc_layer must be between 1 and 0")]:
+        with pytest.raises(ConfigError, match="train.yaml: .*" + message):
+            TrainConfig.from_yaml(config, [override])
 
 
 # --- checkpoints --------------------------------------------------------------------------------------
