@@ -73,7 +73,8 @@ def split_rnn(rnn: nn.LSTM | nn.GRU, layer: int) -> tuple[nn.LSTM | nn.GRU, nn.L
 
     Running the lower one, inter-layer dropout, then the upper one computes what `rnn` computes,
     and gives access to the output after `layer` layers (intermediate CTC). No weight is copied:
-    the halves hold the very Parameter objects of `rnn`, so gradients and optimiser steps reach it.
+    the halves hold the very Parameter objects of `rnn` (so they sit on its device), and gradients and
+    optimiser steps reach it. `rnn` must be bidirectional and batch-first, as in `BiLSTMCTC`.
     """
     if not 0 < layer < rnn.num_layers:
         raise ValueError(f"cannot split a {rnn.num_layers}-layer RNN after layer {layer}")
@@ -85,8 +86,6 @@ def split_rnn(rnn: nn.LSTM | nn.GRU, layer: int) -> tuple[nn.LSTM | nn.GRU, nn.L
     upper = rnn_class(out_dim, rnn.hidden_size, num_layers=rnn.num_layers - layer,
                       dropout=rnn.dropout if rnn.num_layers - layer > 1 else 0.0, bidirectional=True,
                       batch_first=True, **extra)
-    lower.to(next(rnn.parameters()).device)
-    upper.to(next(rnn.parameters()).device)
     for name, parameter in rnn.named_parameters():
         match = RNN_PARAMETER_NAME.match(name)
         index = int(match["layer"])
