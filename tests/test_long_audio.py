@@ -27,13 +27,14 @@ DATA = Path(__file__).parent / "data"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 # The bundled model's output for most clips changes when the input is shifted by a few milliseconds
 # (an1-mblw-b "X I SIXTY ONE" also reads "X IV SIXTY ONE"), a property of the model rather than of
-# the chunking: `python bench/shift_stability.py --model asr/pretrained/model.pt` finds 6 of the 8 clips
-# below varying over 0–30 ms shifts, as for the previous bundled model. So the exact comparison uses the
-# two clips whose transcripts do not depend on such shifts with this model; the tolerant comparison
-# below uses every clip.
+# the chunking: `python bench/shift_stability.py --model asr/pretrained/model.pt` finds 4 of the 8 clips
+# below varying over 0–30 ms shifts (2 of 8 for the model bundled before it). So the exact comparison
+# uses two clips whose transcripts do not depend on such shifts with either model; the tolerant
+# comparison below uses every clip.
 STABLE = [DATA / "an4" / "an3-mblw-b.flac", DATA / "an4" / "an4-mblw-b.flac"]
 ALL_CLIPS = sorted((DATA / "an4").glob("*.flac")) + sorted(EXAMPLES.glob("an4_*.flac"))
 TIME_TOLERANCE = 0.07  # s: two 30 ms output steps plus the sub-step phase of the clip in the long file
+OUTPUT_STEP = 0.03  # s: the model's output step (10 ms hop × 3 stacked frames)
 CENTRE_TOLERANCE = 0.2  # s: how far a word's centre may move when its first or last letter is clipped
 
 needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="bundled model asr/pretrained/model.pt absent")
@@ -107,7 +108,9 @@ def test_long_recording_matches_clip_by_clip(transcriber, stable_recording):
         shift = (word.start + word.end) / 2 - (start + (alone.start + alone.end) / 2)
         assert abs(shift) <= CENTRE_TOLERANCE, (word, alone, start)
     shifts = [abs(w.start - s - a.start) for w, a, s in zip(long.words, expected, (rec.spans[k][0] for k in position))]
-    assert np.median(shifts) <= 0.01  # most words start exactly where they do in the lone clip
+    # most words start where they do in the lone clip, up to the clip's phase against the 30 ms output
+    # grid of the long file (a chunking or stitching offset would be a whole piece's worth)
+    assert np.median(shifts) <= OUTPUT_STEP, shifts
 
 
 @needs_model
