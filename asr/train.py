@@ -397,6 +397,8 @@ def intermediate_ctc_layer(config: TrainConfig) -> int:
         raise ConfigError(f"optim.inter_ctc_weight must be in [0, 1), got {weight}")
     if weight == 0.0:
         return 0
+    if layers < 2:
+        raise ConfigError(f"optim.inter_ctc_weight needs model.num_layers >= 2 (a layer below the top), got {layers}")
     layer = layer or (layers + 1) // 2
     if not 0 < layer < layers:
         raise ConfigError(f"optim.inter_ctc_layer must be between 1 and {layers - 1} (model.num_layers - 1), "

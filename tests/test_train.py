@@ -269,7 +269,7 @@ def test_intermediate_ctc_settings_are_checked(tmp_path):
     assert intermediate_ctc_layer(TrainConfig.from_yaml(config, ["optim.inter_ctc_weight=0"])) == 0
     for override, message in [("optim.inter_ctc_weight=1.0", r"inter_ctc_weight must be in \[0, 1\), got 1.0"),
                               ("optim.inter_ctc_layer=3", "inter_ctc_layer must be between 1 and 2"),
-                              ("model.num_layers=1", "inter_ctc_layer must be between 1 and 0")]:
+                              ("model.num_layers=1", "inter_ctc_weight needs model.num_layers >= 2")]:
         with pytest.raises(ConfigError, match="train.yaml: .*" + message):
             TrainConfig.from_yaml(config, [override])
 
