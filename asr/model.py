@@ -127,12 +127,17 @@ class BiLSTMCTC(nn.Module):
         """Model steps produced for `lengths` input frames."""
         return torch.div(lengths + self.config.subsampling - 1, self.config.subsampling, rounding_mode="floor")
 
-    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised feats (B, T, D) → hidden states (B, T', 2H) and lengths (B,)."""
+    def _packed_steps(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[PackedSequence, torch.Tensor, int]:
+        """Normalised feats (B, T, D) → stacked model steps packed for the RNN, their lengths (B,) and T'."""
         stacked, step_lengths = stack_frames(feats, lengths, self.config.subsampling)  # (B, T', k·D)
         packed = pack_padded_sequence(stacked, step_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return packed, step_lengths, stacked.shape[1]
+
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised feats (B, T, D) → hidden states (B, T', 2H) and lengths (B,)."""
+        packed, step_lengths, total = self._packed_steps(feats, lengths)
         hidden, _ = self.rnn(packed)
-        hidden, _ = pad_packed_sequence(hidden, batch_first=True, total_length=stacked.shape[1])  # (B, T', 2H)
+        hidden, _ = pad_packed_sequence(hidden, batch_first=True, total_length=total)  # (B, T', 2H)
         return hidden, step_lengths
 
     def encode_with_intermediate(self, feats: torch.Tensor, lengths: torch.Tensor, layer: int
@@ -141,12 +146,10 @@ class BiLSTMCTC(nn.Module):
         lower, upper = self._split_rnn(layer)
         lower.train(self.training)  # outside the module tree, so model.train()/eval() does not reach them
         upper.train(self.training)
-        stacked, step_lengths = stack_frames(feats, lengths, self.config.subsampling)  # (B, T', k·D)
-        packed = pack_padded_sequence(stacked, step_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed, step_lengths, total = self._packed_steps(feats, lengths)
         middle, _ = lower(packed)
         between = torch.nn.functional.dropout(middle.data, self.rnn.dropout, self.training)  # as inside self.rnn
         top, _ = upper(PackedSequence(between, middle.batch_sizes, middle.sorted_indices, middle.unsorted_indices))
-        total = stacked.shape[1]
         middle, _ = pad_packed_sequence(middle, batch_first=True, total_length=total)  # (B, T', 2H)
         top, _ = pad_packed_sequence(top, batch_first=True, total_length=total)  # (B, T', 2H)
         return top, middle, step_lengths
@@ -169,10 +172,13 @@ class BiLSTMCTC(nn.Module):
         """
         if not intermediate_layer:
             hidden, step_lengths = self.encode(feats, lengths)
-            return self.output(self.dropout(hidden)).log_softmax(dim=-1), step_lengths  # (B, T', V)
+            return self.read_out(hidden), step_lengths
         hidden, middle, step_lengths = self.encode_with_intermediate(feats, lengths, intermediate_layer)
-        log_probs = self.output(self.dropout(hidden)).log_softmax(dim=-1)  # (B, T', V)
-        return log_probs, step_lengths, self.output(self.dropout(middle)).log_softmax(dim=-1)
+        return self.read_out(hidden), step_lengths, self.read_out(middle)
+
+    def read_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T', 2H) → log-probs (B, T', V) through dropout and the output layer."""
+        return self.output(self.dropout(hidden)).log_softmax(dim=-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -18,28 +18,28 @@ def shared_data() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def overfit_model(tmp_path_factory) -> Path:
-    """A small BiLSTM-CTC trained to memorise the five real AN4 clips of tests/data/an4_mblw.tsv.
+MBLW_MANIFEST = Path(__file__).parent / "data" / "an4_mblw.tsv"
 
-    Returns the averaged model (`avg.pt`); its folder also holds `last.pt`, `best.pt`, `epoch*.pt`
-    and `metrics.jsonl`. About 10 CPU-seconds: 70 epochs of 5 single-utterance batches. Dev
-    greedy CER on the same clips reaches 0 around epoch 50 with this seed.
+
+def train_overfit(out_dir: Path, **optim) -> Path:
+    """Train a small BiLSTM-CTC to memorise the five real AN4 clips of tests/data/an4_mblw.tsv.
+
+    `optim` adds or overrides optimiser settings (e.g. intermediate CTC). Returns the averaged
+    model (`avg.pt`); its folder also holds `last.pt`, `best.pt`, `epoch*.pt` and `metrics.jsonl`.
+    About 10 CPU-seconds: 70 epochs of 5 single-utterance batches.
     """
     import torch
 
     import asr.train
     from asr.train import TrainConfig, train
 
-    manifest = Path(__file__).parent / "data" / "an4_mblw.tsv"
-    out_dir = tmp_path_factory.mktemp("overfit")
     config = TrainConfig.from_dict({
         "out_dir": str(out_dir),
         "seed": 0,
-        "data": {"train": [str(manifest)], "dev": {"an4": str(manifest)}, "max_batch_seconds": 1.6},
+        "data": {"train": [str(MBLW_MANIFEST)], "dev": {"an4": str(MBLW_MANIFEST)}, "max_batch_seconds": 1.6},
         "model": {"hidden_size": 128, "num_layers": 2, "subsampling": 3, "dropout": 0.0},
         "augment": {"enabled": False},
-        "optim": {"epochs": 70, "lr": 8e-3, "warmup_steps": 10, "weight_decay": 0.0, "average_last": 3},
+        "optim": {"epochs": 70, "lr": 8e-3, "warmup_steps": 10, "weight_decay": 0.0, "average_last": 3, **optim},
     })
     threads = torch.get_num_threads()
     # One intra-op thread: for a model this small, extra threads mostly wait on each other, and on a
@@ -53,3 +53,10 @@ def overfit_model(tmp_path_factory) -> Path:
         torch.set_num_threads(threads)
     assert path == out_dir / "avg.pt"
     return path
+
+
+@pytest.fixture(scope="session")
+def overfit_model(tmp_path_factory) -> Path:
+    """`train_overfit` with the default settings. Dev greedy CER on the same clips reaches 0 around
+    epoch 50 with this seed."""
+    return train_overfit(tmp_path_factory.mktemp("overfit"))

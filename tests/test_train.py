@@ -22,7 +22,6 @@ from asr.checkpoint import (
     load_model,
     read_checkpoint,
 )
-import asr.train
 from asr.data import SpeechDataset
 from asr.decoding.greedy import greedy_decode
 from asr.features import LogMel
@@ -30,6 +29,7 @@ from asr.manifest import read_manifest
 from asr.text import CharTokenizer
 from asr.train import TrainConfig, Trainer, train
 from asr.transcribe import Transcriber
+from conftest import train_overfit
 
 DATA = Path(__file__).parent / "data"
 MANIFEST = DATA / "an4_mblw.tsv"
@@ -225,22 +225,7 @@ def test_overfit_five_utterances(overfit_model):
 def test_intermediate_ctc_overfits_both_outputs(tmp_path):
     """Intermediate CTC after layer 1 of 2 (weight 0.5) on the five real clips: the top output still
     memorises them, and the shared output layer reads them from the first layer's states too."""
-    config = TrainConfig.from_dict({
-        "out_dir": str(tmp_path / "run"), "seed": 0,
-        "data": {"train": [str(MANIFEST)], "dev": {"an4": str(MANIFEST)}, "max_batch_seconds": 1.6},
-        "model": {"hidden_size": 128, "num_layers": 2, "subsampling": 3, "dropout": 0.0},
-        "augment": {"enabled": False},
-        "optim": {"epochs": 70, "lr": 8e-3, "warmup_steps": 10, "weight_decay": 0.0, "average_last": 3,
-                  "inter_ctc_weight": 0.5, "inter_ctc_layer": 1},
-    })
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(asr.train, "plot_curve", lambda *args, **kwargs: None)
-            path = train(config, device="cpu")
-    finally:
-        torch.set_num_threads(threads)
+    path = train_overfit(tmp_path / "run", inter_ctc_weight=0.5, inter_ctc_layer=1)
     rows = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if r["kind"] == "epoch"]
     assert epochs[-1]["train_inter_ctc_loss"] < 0.2 * epochs[0]["train_inter_ctc_loss"]
