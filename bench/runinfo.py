@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -24,7 +25,8 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout (`+modified` when tracked files differ from it), or "uncommitted"."""
+    """Short commit of the checkout (`+modified` when tracked files differ from it), else $ASR_COMMIT or
+    "uncommitted"."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
@@ -33,8 +35,8 @@ def git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "uncommitted"
+    if not commit:  # a copy of the tree without .git (e.g. sent to a GPU machine): the sender may name it
+        return os.environ.get("ASR_COMMIT") or "uncommitted"
     return commit + ("+modified" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
