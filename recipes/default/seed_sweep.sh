@@ -12,8 +12,9 @@
 #   5. every model and soup scored greedily on dev_tune, FSDD dev, and FSDD dev padded (bench/padded_wer.py)
 #      → EXP/a$SEED/score_*.txt. dev_eval is never decoded here.
 # SWEEP_SETS (environment) adds `asr train` options to every run, e.g. "--set optim.epochs=1" for a smoke run.
-# Run from the repository root. Finished steps are not redone. The 2026-11-25 sweep (RESULTS.md) ran
-# with the defaults on one H100 (AN4 stage 4.3 min for both seeds; each set of three second cycles 6.3 min).
+# Run from the repository root. Finished steps are not redone. The sweep of 2026-11-25 in RESULTS.md ran
+# these commands, with the defaults, on one H100 (AN4 stages 4.3 min for both seeds; each set of three
+# second cycles 6.3 min); on a 2-vCPU machine one second cycle takes about 51 min.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exp=exp/seed_sweep; data=../shared/data; an4_seeds="0 1"; ft_seeds="1 2 3"; workers=4
