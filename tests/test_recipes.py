@@ -71,3 +71,12 @@ def test_default_recipe_starts_from_the_an4_model(shared_data, tmp_path):
 def test_recipe_rejects_unknown_option(tmp_path):
     done = subprocess.run(["bash", str(REPO / "recipes/an4/run.sh"), "--nonsense"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown option --nonsense" in done.stderr
+
+
+def test_seed_sweep_help_and_bad_option():
+    """recipes/default/seed_sweep.sh (a GPU-sized job, not run in CI) documents itself and refuses typos."""
+    sweep = str(REPO / "recipes/default/seed_sweep.sh")
+    shown = subprocess.run(["bash", sweep, "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--an4-seeds" in shown.stdout and "soup" in shown.stdout
+    done = subprocess.run(["bash", sweep, "--ft-seed", "1"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown option --ft-seed" in done.stderr
