@@ -36,6 +36,10 @@ train() {  # train OUT_DIR LOG asr-train-args…: `asr train` unless OUT_DIR/avg
   [ -f "$out/avg.pt" ] && return 0
   python -m asr train --out-dir "$out" "$@" ${SWEEP_SETS:-} > "$log" 2>&1 || { echo "FAILED: $out (see $log)" >&2; return 1; }
 }
+wait_all() {  # wait_all PID…: wait for each background job; the first that failed stops the sweep (set -e)
+  local pid
+  for pid in "$@"; do wait "$pid"; done
+}
 
 pids=()
 for a in $an4_seeds; do
@@ -45,7 +49,7 @@ for a in $an4_seeds; do
     --set "data.train=[$exp/data/an4/train.tsv]" --set "data.dev={an4: $exp/data/an4/dev_tune.tsv}" \
     --set seed="$a" --set data.num_workers="$workers" & pids+=($!)
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+wait_all "${pids[@]}"
 
 for a in $an4_seeds; do
   pids=()
@@ -54,7 +58,7 @@ for a in $an4_seeds; do
       --set init_from="$exp/a$a/an4/avg.pt" --set seed="$f" --set data.num_workers="$workers" \
       --set "data.dev={an4: $exp/data/an4/dev_tune.tsv}" & pids+=($!)
   done
-  for pid in "${pids[@]}"; do wait "$pid"; done
+  wait_all "${pids[@]}"
   python - "$exp/a$a/soup.pt" $(for f in $ft_seeds; do echo "$exp/a$a/ft$f/avg.pt"; done) <<'PY'
 import sys
 from pathlib import Path
@@ -78,8 +82,9 @@ print(open(f"{d}/padded.txt").read().strip())
 PY
 }
 for a in $an4_seeds; do
-  for f in $ft_seeds; do score "a$a-ft$f" "$exp/a$a/ft$f/avg.pt" "$exp/a$a/score_ft$f.txt" & done
-  score "a$a-soup" "$exp/a$a/soup.pt" "$exp/a$a/score_soup.txt" &
-  wait
+  pids=()
+  for f in $ft_seeds; do score "a$a-ft$f" "$exp/a$a/ft$f/avg.pt" "$exp/a$a/score_ft$f.txt" & pids+=($!); done
+  score "a$a-soup" "$exp/a$a/soup.pt" "$exp/a$a/score_soup.txt" & pids+=($!)
+  wait_all "${pids[@]}"
   cat "$exp/a$a"/score_*.txt
 done
