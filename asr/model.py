@@ -182,3 +182,51 @@ class BiLSTMCTC(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def phase_offsets(subsampling: int) -> list[int]:
+    """Frame offsets of the stacking phases, centred on 0: ×3 → [-1, 0, 1], ×2 → [-1, 0], ×1 → [0]."""
+    return list(range(-(subsampling // 2), subsampling - subsampling // 2))
+
+
+def shift_frames(feats: torch.Tensor, lengths: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the stacking phase by `offset` frames: (B, T, D) → (B, T - offset, D), lengths - offset.
+
+    A negative offset repeats each utterance's first frame -offset times in front (steps start earlier);
+    a positive one drops the first `offset` frames. Frames past each new length stay zero, as
+    `stack_frames` needs. Lengths are clamped to at least 1 (an utterance that short gets a zero frame).
+    """
+    if offset < 0:
+        shifted = torch.cat([feats[:, :1].expand(-1, -offset, -1), feats], dim=1)
+    else:
+        shifted = feats[:, offset:]
+    return shifted, (lengths - offset).clamp_min(1)
+
+
+@torch.no_grad()
+def phase_averaged_log_probs(model: BiLSTMCTC, feats: torch.Tensor, lengths: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised feats (B, T, D) → log-probs (B, T', V) averaged over the frame-stacking phases, lengths (B,).
+
+    The model runs once per offset of `phase_offsets` (×3 stacking: steps 10 ms earlier, as is, 10 ms
+    later). Step t of every phase covers nearly the same 30 ms, so per step the probability vectors of
+    the phases that have step t are averaged: log(mean_p exp(log_probs_p)). T' and lengths are those of
+    the unshifted input, so the output drops in wherever `model(feats, lengths)` was used.
+    """
+    log_probs, step_lengths = model(feats, lengths)  # (B, T', V), (B,)
+    total, count = log_probs.exp(), torch.ones_like(log_probs[..., :1])  # (B, T', V), (B, T', 1)
+    steps = torch.arange(log_probs.shape[1], device=feats.device)[None, :]  # (1, T')
+    for offset in phase_offsets(model.config.subsampling):
+        if offset == 0:
+            continue
+        shifted, shifted_lengths = shift_frames(feats, lengths, offset)
+        if shifted.shape[1] == 0:  # every utterance is too short for this phase
+            continue
+        phase, phase_lengths = model(shifted, shifted_lengths)  # (B, T'', V), T'' within T' ± 1
+        usable = min(phase.shape[1], log_probs.shape[1])
+        valid = (steps[:, :usable] < torch.minimum(phase_lengths, step_lengths)[:, None])  # (B, usable)
+        valid &= (lengths > offset)[:, None]  # an utterance of <= offset frames has no such phase
+        weight = valid[..., None].to(log_probs.dtype)  # (B, usable, 1)
+        total[:, :usable] += phase[:, :usable].exp() * weight
+        count[:, :usable] += weight
+    return (total / count).clamp_min(torch.finfo(log_probs.dtype).tiny).log(), step_lengths

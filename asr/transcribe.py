@@ -23,6 +23,7 @@ from asr.checkpoint import LoadedModel, load_model
 from asr.decoding.align import WordSpan, align_words
 from asr.decoding.greedy import greedy_decode
 from asr.features import LogMel, pad_waves
+from asr.model import phase_averaged_log_probs
 from asr.segment import Piece, SegmentConfig, Segmenter, Span, stitch_words
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -100,7 +101,7 @@ class Transcriber:
 
     def __init__(self, loaded: LoadedModel, decoder: Decoder | None = None, device: str | None = None,
                  max_batch_seconds: float = 120.0, segment_config: SegmentConfig | None = None,
-                 pool_seconds: float | None = None) -> None:
+                 pool_seconds: float | None = None, phase_average: bool = False) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.loaded = loaded
         self.model = loaded.model.to(self.device).eval()
@@ -110,6 +111,7 @@ class Transcriber:
         self.max_batch_seconds = max_batch_seconds
         self.segment_config = segment_config or SegmentConfig()
         self.pool_seconds = pool_seconds if pool_seconds is not None else 2 * max_batch_seconds
+        self.phase_average = phase_average  # average the posteriors over the frame-stacking phases
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, **kwargs) -> "Transcriber":
@@ -127,7 +129,11 @@ class Transcriber:
         batch, lengths = pad_waves(waves)  # (B, N)
         cutoff = torch.tensor(cutoffs if cutoffs is not None else [0.0] * len(waves))
         feats, frames = self.frontend(batch.to(self.device), lengths.to(self.device), cutoff.to(self.device))
-        log_probs, out_lengths = self.model(self.model.cmvn(feats, frames), frames)
+        normalised = self.model.cmvn(feats, frames)  # (B, T, D)
+        if self.phase_average:
+            log_probs, out_lengths = phase_averaged_log_probs(self.model, normalised, frames)
+        else:
+            log_probs, out_lengths = self.model(normalised, frames)
         return log_probs.float().cpu(), out_lengths.cpu()
 
     def decode_waves(self, waves: list[np.ndarray], cutoffs: list[float] | None = None,

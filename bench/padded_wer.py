@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-db", type=float, default=-45.0,
                         help="noise level vs each file's RMS in dB (default -45; write --noise-db=-inf for digital silence)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phase-average", action="store_true",
+                        help="average the posteriors over the frame-stacking phases (asr decode --phase-average)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -65,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a bad manifest, audio or model file: one line naming it, before any decoding
         utterances = read_manifest(args.manifest, check_audio=True)
         waves = [load_audio(u.audio_path) for u in utterances]
-        transcribers = {model: Transcriber.from_pretrained(model, device="cpu") for model in models}
+        transcribers = {model: Transcriber.from_pretrained(model, device="cpu", phase_average=args.phase_average)
+                        for model in models}
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cutoffs = [band_cutoff(u.audio_path) for u in utterances]
     refs = [normalize_text(u.text) for u in utterances]
     print(f"{args.manifest}: {len(utterances)} files; noise {args.noise_db:g} dB vs each file; "
+          f"phase average {'on' if args.phase_average else 'off'}; "
           f"commit {git_commit()}, {cpu_model()}, {args.threads} thread(s)\n")
     print("| model | " + " | ".join(f"pad {p:g} s WER / CER %" for p in args.pads) + " |")
     print("|---|" + "---|" * len(args.pads))

@@ -11,7 +11,7 @@ import torch
 
 from asr.audio import load_audio
 from asr.features import LogMel, accumulate_stats, pad_waves
-from asr.model import BiLSTMCTC, ModelConfig, stack_frames
+from asr.model import BiLSTMCTC, ModelConfig, phase_averaged_log_probs, phase_offsets, shift_frames, stack_frames
 
 DATA = Path(__file__).parent / "data"
 
@@ -182,3 +182,52 @@ def test_split_needs_a_layer_inside_the_stack(real_batch):
     for layer in (-1, 2, 3):
         with pytest.raises(ValueError, match="cannot split a 2-layer RNN"):
             model(torch.zeros(1, 6, 80), torch.tensor([6]), intermediate_layer=layer)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS[:5])
+def test_phase_average_keeps_lengths_padding_and_normalisation(real_batch, overrides):
+    feats, frames, stats = real_batch
+    model = make_model(stats, **overrides)
+    normalised = model.cmvn(feats, frames)
+    with torch.no_grad():
+        plain, plain_lengths = model(normalised, frames)
+    averaged, lengths = phase_averaged_log_probs(model, normalised, frames)  # (3, T', V)
+    assert averaged.shape == plain.shape and torch.equal(lengths, plain_lengths)
+    for i in range(feats.shape[0]):
+        n, steps = int(frames[i]), int(lengths[i])
+        torch.testing.assert_close(averaged[i, :steps].exp().sum(-1), torch.ones(steps), atol=1e-5, rtol=0)
+        alone, _ = phase_averaged_log_probs(model, normalised[i:i + 1, :n], frames[i:i + 1])
+        torch.testing.assert_close(averaged[i, :steps], alone[0], atol=1e-5, rtol=0)
+    if model.config.subsampling == 1:  # one phase: nothing to average
+        torch.testing.assert_close(averaged, plain, atol=1e-6, rtol=0)
+    else:
+        assert not torch.allclose(averaged[0, :5], plain[0, :5], atol=1e-4)
+
+
+def test_phase_average_is_the_mean_probability_of_the_shifted_runs(real_batch):
+    feats, frames, stats = real_batch
+    model = make_model(stats, subsampling=3)
+    one = model.cmvn(feats, frames)[:1, : int(frames[0])]  # (1, 151, 80): 51 steps as is
+    lengths = frames[:1]
+    assert phase_offsets(3) == [-1, 0, 1] and phase_offsets(2) == [-1, 0] and phase_offsets(1) == [0]
+    with torch.no_grad():
+        runs = [model(*shift_frames(one, lengths, offset))[0][0] for offset in (-1, 0, 1)]  # 51, 51, 50 steps
+    assert [r.shape[0] for r in runs] == [51, 51, 50]
+    averaged, _ = phase_averaged_log_probs(model, one, lengths)
+    expected = torch.stack([r[:50].exp() for r in runs]).mean(0).log()  # (50, V): all three phases
+    torch.testing.assert_close(averaged[0, :50], expected, atol=1e-5, rtol=0)
+    last = torch.stack([runs[0][50].exp(), runs[1][50].exp()]).mean(0).log()  # the later phase has no step 50
+    torch.testing.assert_close(averaged[0, 50], last, atol=1e-5, rtol=0)
+
+
+def test_shift_frames_moves_the_phase_and_keeps_padding_zero():
+    feats = torch.arange(1, 2 * 5 * 2 + 1, dtype=torch.float32).reshape(2, 5, 2)
+    lengths = torch.tensor([5, 3])
+    feats[1, 3:] = 0
+    earlier, earlier_lengths = shift_frames(feats, lengths, -1)  # the first frame repeated in front
+    assert earlier_lengths.tolist() == [6, 4] and torch.equal(earlier[:, 0], feats[:, 0])
+    assert torch.equal(earlier[:, 1:], feats) and torch.all(earlier[1, 4:] == 0)
+    later, later_lengths = shift_frames(feats, lengths, 1)
+    assert later_lengths.tolist() == [4, 2] and torch.equal(later, feats[:, 1:]) and torch.all(later[1, 2:] == 0)
+    _, clamped = shift_frames(feats, torch.tensor([1, 1]), 1)
+    assert clamped.tolist() == [1, 1]
