@@ -90,7 +90,8 @@ def beam_settings(args: argparse.Namespace, model_path: Path):
     return DecodeSettings(lm=lm, beam=args.beam if args.beam is not None else stored.beam,
                           alpha=pick(args.alpha, stored.alpha, DEFAULT_ALPHA),
                           beta=pick(args.beta, stored.beta, DEFAULT_BETA),
-                          lexicon=pick(args.lexicon, stored.lexicon, False) and lm is not None)
+                          lexicon=pick(args.lexicon, stored.lexicon, False) and lm is not None,
+                          oov_penalty=pick(args.oov_penalty, stored.oov_penalty, None))
 
 
 def build_decoder(args: argparse.Namespace, transcriber) -> None:
@@ -111,7 +112,7 @@ def build_decoder(args: argparse.Namespace, transcriber) -> None:
         try:
             transcriber.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=settings.beam,
                                                     alpha=settings.alpha, beta=settings.beta,
-                                                    lexicon=settings.lexicon)
+                                                    lexicon=settings.lexicon, oov_penalty=settings.oov_penalty)
         except ValueError as exc:
             raise UserError(f"beam search: {exc}") from None
         return
@@ -137,11 +138,13 @@ def cmd_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from asr.tune import DEFAULT_ALPHAS, DEFAULT_BETAS, grid_edge_warnings, parse_grid, save_decode_settings, tune
+    from asr.tune import (DEFAULT_ALPHAS, DEFAULT_BETAS, grid_edge_warnings, parse_grid, parse_oov_grid,
+                          save_decode_settings, tune)
     from asr.transcribe import Transcriber
 
     try:
         alphas, betas = parse_grid(args.alphas, DEFAULT_ALPHAS), parse_grid(args.betas, DEFAULT_BETAS)
+        oov_penalties = parse_oov_grid(args.oov_penalties)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if not Path(args.lm).is_file():
@@ -149,19 +152,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     transcriber = Transcriber.from_pretrained(args.model, device=args.device)
     try:
         settings, points = tune(transcriber, args.manifest, args.lm, alphas, betas, beam=args.beam,
-                                lexicon=args.lexicon)
+                                lexicon=args.lexicon, oov_penalties=oov_penalties)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     for point in points[: args.show]:
-        print(f"alpha {point.alpha:5.2f}  beta {point.beta:5.2f}  WER {point.wer:6.2f}%  CER {point.cer:6.2f}%")
-    for line in grid_edge_warnings({"--alphas": settings.alpha, "--betas": settings.beta},
-                                   {"--alphas": alphas, "--betas": betas}, limits={"--alphas": (0.0, None)}):
+        oov = "" if oov_penalties == [None] else f"  oov {'unk' if point.oov_penalty is None else f'{point.oov_penalty:g}':>5}"
+        print(f"alpha {point.alpha:5.2f}  beta {point.beta:5.2f}{oov}  WER {point.wer:6.2f}%  CER {point.cer:6.2f}%")
+    chosen, grids = {"--alphas": settings.alpha, "--betas": settings.beta}, {"--alphas": alphas, "--betas": betas}
+    if settings.oov_penalty is not None:  # the numeric penalties form the grid; 'unk' is no end of it
+        chosen["--oov-penalties"] = settings.oov_penalty
+        grids["--oov-penalties"] = [p for p in oov_penalties if p is not None]
+    for line in grid_edge_warnings(chosen, grids, limits={"--alphas": (0.0, None), "--oov-penalties": (0.0, None)}):
         print(line, file=sys.stderr)
     target = transcriber.loaded.path if args.out is None else Path(args.out)
     written = save_decode_settings(target, settings)
     greedy = settings.tuned.get("greedy_wer")
     baseline = f" (greedy {greedy:.2f}%)" if greedy is not None else ""
-    print(f"best: alpha {settings.alpha} beta {settings.beta} beam {settings.beam}: WER {settings.tuned['wer']:.2f}%"
+    oov = "" if settings.oov_penalty is None else f" oov_penalty {settings.oov_penalty:g}"
+    print(f"best: alpha {settings.alpha} beta {settings.beta}{oov} beam {settings.beam}: WER {settings.tuned['wer']:.2f}%"
           f"{baseline} on {settings.tuned['utterances']} utterances -> {written}")
     return EXIT_OK
 
@@ -329,6 +337,8 @@ def add_decoder_args(parser: argparse.ArgumentParser) -> None:
     beam.add_argument("--beta", type=float, help="word insertion bonus (default: tuned value, else 1.0)")
     beam.add_argument("--lexicon", action=argparse.BooleanOptionalAction, default=None,
                       help="only output words in the LM's vocabulary (default: tuned value, else off)")
+    beam.add_argument("--oov-penalty", type=float, help="open vocabulary: a word the LM does not know costs this much "
+                      "(natural log, before beta) instead of alpha·ln P(<unk>) (default: tuned value, else the LM's <unk>)")
     from asr.hybrid.options import add_hybrid_args
 
     add_hybrid_args(parser)
@@ -362,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alphas", help="LM weights: 'a,b,c' or 'start:stop:step' (default 0:3:0.25)")
     p.add_argument("--betas", help="word bonuses, same syntax (default -4:4:0.5; write --betas=-4:4:0.5, since a value "
                    "starting with '-' would read as an option)")
+    p.add_argument("--oov-penalties", help="also tune the open-vocabulary OOV word cost: 'unk,2,4,…' or "
+                   "'start:stop:step' ('unk' = the LM's <unk> score; default: only that)")
     p.add_argument("--out", help="write settings for this model path instead (default: next to --model)")
     p.add_argument("--show", type=int, default=5, help="print the best N grid points (default 5)")
     p.set_defaults(func=cmd_tune)

@@ -4,12 +4,15 @@ A model file `M.pt` may have a sibling `M.decode.json` holding the LM and the be
 with it; `asr transcribe/decode --decoder beam` reads it when the flags are not given, so the
 bundled model decodes with its LM and tuned weights out of the box:
 
-    {"lm": "lm.arpa.gz", "beam": 16, "alpha": 0.8, "beta": 1.5, "lexicon": false, "tuned": {...}}
+    {"lm": "lm.arpa.gz", "beam": 16, "alpha": 0.8, "beta": 1.5, "lexicon": false, "oov_penalty": null,
+     "tuned": {...}}
 
 `lm` is relative to the JSON file's folder (or absolute). `asr tune --model M --manifest DEV --lm
 ARPA` computes the model's log-probs for DEV once (files cut into pieces exactly as `asr decode`
 cuts them), decodes them for every (alpha, beta) of a grid, and writes the pair with the lowest
-WER (ties: lower CER, then smaller alpha) to `M.decode.json`.
+WER (ties: lower CER, then smaller alpha) to `M.decode.json`. With `--oov-penalties` it also tunes
+what a word outside the LM's vocabulary costs in the open-vocabulary search (`oov_penalty`; null: the
+LM's own <unk> probability).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class DecodeSettings:
     alpha: float = DEFAULT_ALPHA
     beta: float = DEFAULT_BETA
     lexicon: bool = False
+    oov_penalty: float | None = None  # an out-of-vocabulary word scores -oov_penalty + beta (None: alpha·ln P(<unk>))
     tuned: dict = field(default_factory=dict)  # where the values came from (manifest, grid, WER)
 
 
@@ -66,6 +70,8 @@ def load_decode_settings(model_path: str | os.PathLike) -> DecodeSettings:
         settings.beam, settings.alpha, settings.beta = int(settings.beam), float(settings.alpha), float(settings.beta)
         if settings.lm is not None and not isinstance(settings.lm, str) or not isinstance(settings.lexicon, bool):
             raise TypeError("'lm' must be a path or null and 'lexicon' true or false")
+        if settings.oov_penalty is not None:
+            settings.oov_penalty = float(settings.oov_penalty)
     except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a valid decode settings file ({exc})") from None
     if settings.lm:
@@ -170,12 +176,13 @@ def join_files(transcriber, files: Sequence[TuningFile], plain_texts: Sequence[s
 
 @dataclass
 class GridPoint:
-    """WER/CER of one (alpha, beta) on the tuning set."""
+    """WER/CER of one (alpha, beta, OOV penalty) on the tuning set (penalty None: the LM's <unk> score)."""
 
     alpha: float
     beta: float
     wer: float
     cer: float
+    oov_penalty: float | None = None
 
 
 def score_texts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]:
@@ -185,24 +192,47 @@ def score_texts(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]
 
 
 def grid_search(transcriber, files: Sequence[TuningFile], refs: Sequence[str], lm, alphas: Sequence[float],
-                betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False) -> list[GridPoint]:
-    """Decode every file for every (alpha, beta), as `asr decode` would; return the points best first.
+                betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False,
+                oov_penalties: Sequence[float | None] = (None,)) -> list[GridPoint]:
+    """Decode every file for every (alpha, beta, OOV penalty), as `asr decode` would; return the points best first.
 
-    Ranking: lowest WER, then lowest CER, then the smallest alpha and |beta| (the least LM that does as well).
+    Ranking: lowest WER, then lowest CER, then the LM's own <unk> score (penalty None) before any penalty
+    and a smaller penalty before a larger one, then the smallest alpha and |beta| (the least LM that does
+    as well).
     """
     from asr.decoding.beam import BeamSearchDecoder
 
     plain = plain_pieces(files)
     trial = copy.copy(transcriber)  # the caller's transcriber keeps its decoder
     points = []
-    for alpha in alphas:
-        for beta in betas:
-            trial.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta,
-                                              lexicon=lexicon)
-            hyps = join_files(trial, files, [trial.decoder.decode(lp[None])[0] for lp in plain])
-            wer, cer = score_texts(refs, hyps)
-            points.append(GridPoint(float(alpha), float(beta), wer, cer))
-    return sorted(points, key=lambda p: (round(p.wer, 6), round(p.cer, 6), p.alpha, abs(p.beta)))
+    for oov_penalty in oov_penalties:
+        for alpha in alphas:
+            for beta in betas:
+                trial.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta,
+                                                  lexicon=lexicon, oov_penalty=oov_penalty)
+                hyps = join_files(trial, files, [trial.decoder.decode(lp[None])[0] for lp in plain])
+                wer, cer = score_texts(refs, hyps)
+                points.append(GridPoint(float(alpha), float(beta), wer, cer, oov_penalty))
+    return sorted(points, key=lambda p: (round(p.wer, 6), round(p.cer, 6), p.oov_penalty is not None,
+                                         p.oov_penalty or 0.0, p.alpha, abs(p.beta)))
+
+
+def parse_oov_grid(text: str | None) -> list[float | None]:
+    """`--oov-penalties`: `"unk,2,4"` or `"0:20:2"` (or both, comma-joined) → penalties, `unk` = None (the
+    LM's own <unk> score); None → [None], the search as it is without the flag."""
+    if text is None:
+        return [None]
+    values: list[float | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part.lower() == "unk":
+            values.append(None)
+        elif part:
+            values += parse_grid(part, ())
+    if not values:
+        raise ValueError(f"bad grid {text!r}: it holds no value")
+    if any(v is not None and v < 0 for v in values):
+        raise ValueError(f"bad grid {text!r}: an OOV penalty is a cost, 0 or more")
+    return list(dict.fromkeys(values))  # in order, each once
 
 
 def parse_grid(text: str | None, default: Sequence[float]) -> list[float]:
@@ -245,12 +275,18 @@ def grid_edge_warnings(chosen: dict[str, float], grids: dict[str, Sequence[float
 
 
 def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | None, alphas: Sequence[float],
-         betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False) -> tuple[DecodeSettings, list[GridPoint]]:
-    """Grid-search alpha/beta for `transcriber`'s model on `manifest`; the best settings and all points."""
+         betas: Sequence[float], beam: int = DEFAULT_BEAM, lexicon: bool = False,
+         oov_penalties: Sequence[float | None] = (None,)) -> tuple[DecodeSettings, list[GridPoint]]:
+    """Grid-search alpha/beta (and the OOV penalty) for `transcriber`'s model on `manifest`; the best
+    settings and all points."""
     from asr.decoding.lm import load_arpa
     from asr.manifest import read_manifest
     from asr.text import normalize_text
 
+    if lexicon and list(oov_penalties) != [None]:
+        raise ValueError("an OOV penalty applies to the open-vocabulary search: the lexicon mode outputs no OOV word")
+    if not lm_path and list(oov_penalties) != [None]:
+        raise ValueError("an OOV penalty needs an LM: without one no word is out of vocabulary")
     started = time.perf_counter()
     utterances = read_manifest(manifest, check_audio=True)
     if not utterances:
@@ -259,7 +295,7 @@ def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | 
     files = compute_piece_log_probs(transcriber, [u.audio_path for u in utterances])
     refs = [normalize_text(u.text) for u in utterances]
     greedy = transcriber.decoder.__class__.__name__ == "GreedyDecoder"
-    points = grid_search(transcriber, files, refs, lm, alphas, betas, beam, lexicon)
+    points = grid_search(transcriber, files, refs, lm, alphas, betas, beam, lexicon, oov_penalties)
     best = points[0]
     baseline = {}
     if greedy:
@@ -268,9 +304,10 @@ def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | 
         baseline = dict(zip(("greedy_wer", "greedy_cer"), score_texts(refs, hyps)))
     info = {"manifest": str(manifest), "utterances": len(refs), "wer": round(best.wer, 3), "cer": round(best.cer, 3),
             **{k: round(v, 3) for k, v in baseline.items()}, "alphas": list(alphas), "betas": list(betas),
+            **({"oov_penalties": list(oov_penalties)} if list(oov_penalties) != [None] else {}),
             "seconds": round(time.perf_counter() - started, 1)}
     settings = DecodeSettings(lm=str(lm_path) if lm_path else None, beam=beam, alpha=best.alpha, beta=best.beta,
-                              lexicon=lexicon, tuned=info)
+                              lexicon=lexicon, oov_penalty=best.oov_penalty, tuned=info)
     return settings, points
 
 

@@ -10,7 +10,8 @@ import pytest
 from test_cli import MANIFEST, UTTS, check_transcript, run_cli
 
 from asr.decoding.lm import load_arpa
-from asr.tune import DecodeSettings, load_decode_settings, parse_grid, save_decode_settings, settings_path
+from asr.tune import (DecodeSettings, load_decode_settings, parse_grid, parse_oov_grid, save_decode_settings,
+                      settings_path)
 from asr.transcribe import DEFAULT_MODEL
 
 CLIP = Path(__file__).parent / "data" / "an4" / "an2-mblw-b.flac"  # "Z EIGHT OH TWO"
@@ -45,6 +46,23 @@ def test_parse_grid():
     for bad in ("a,b", "0:1:0", "1:2"):
         with pytest.raises(ValueError, match="bad grid"):
             parse_grid(bad, [])
+
+
+def test_parse_oov_grid():
+    assert parse_oov_grid(None) == [None]  # without the flag: the LM's <unk> score only, as before
+    assert parse_oov_grid("unk,2,4") == [None, 2.0, 4.0]
+    assert parse_oov_grid("unk,0:4:2,4") == [None, 0.0, 2.0, 4.0]  # ranges mix with values, each kept once
+    for bad, message in (("x", "bad grid"), ("unk,-1", "0 or more"), (",", "holds no value")):
+        with pytest.raises(ValueError, match=message):
+            parse_oov_grid(bad)
+
+
+def test_oov_penalty_round_trips_and_old_files_have_none(tmp_path):
+    model = tmp_path / "am.pt"
+    save_decode_settings(model, DecodeSettings(alpha=0.25, beta=-2.5, oov_penalty=4))
+    assert load_decode_settings(model).oov_penalty == 4.0
+    settings_path(model).write_text('{"alpha": 0.5, "beta": -1.5}')  # written before the field existed
+    assert load_decode_settings(model).oov_penalty is None
 
 
 def test_bundled_model_ships_its_lm_and_tuned_settings():
@@ -95,6 +113,52 @@ def test_tune_writes_settings_that_beam_decoding_then_uses(capsys, tuned_model):
     obj = json.loads(out)
     check_transcript(obj, UTTS[CLIP.name].text)
     assert obj["words"] and all(0.0 < w["conf"] <= 1.0 for w in obj["words"])
+
+
+def test_tune_with_oov_penalties_stores_the_choice_and_decoding_uses_it(capsys, overfit_model, tmp_path):
+    """A grid over the OOV cost: every point is printed with its penalty; where the penalties tie, the
+    LM's own <unk> score wins; a stored or given penalty reaches the decoder."""
+    model = tmp_path / "am.pt"
+    shutil.copy(overfit_model, model)
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(u.text for u in UTTS.values()) + "\n")  # every reference word is in the LM
+    code, _, err = run_cli(capsys, "lm", "build", "--order", "2", "--text", text, "-o", tmp_path / "lm.arpa")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "tune", "--model", model, "--manifest", MANIFEST, "--lm", tmp_path / "lm.arpa",
+                             "--beam", "4", "--alphas", "0.5", "--betas", "0", "--oov-penalties", "unk,0,40",
+                             "--show", "3")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("alpha")]
+    assert len(rows) == 3 and {row.split("oov")[1].split()[0] for row in rows} == {"unk", "0", "40"}
+    settings = load_decode_settings(model)
+    assert settings.tuned["oov_penalties"] == [None, 0.0, 40.0]
+    best_wer = settings.tuned["wer"]
+    tied = [row for row in rows if f"WER {best_wer:6.2f}%" in row]
+    if len(tied) == 3:  # no OOV word changes anything on these clips: the tie goes to <unk>
+        assert settings.oov_penalty is None and "oov_penalty" not in out.splitlines()[-1]
+    code, out, err = run_cli(capsys, "decode", "--model", model, "--manifest", MANIFEST, "--decoder", "beam")
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith(f"WER {best_wer:.2f}%")
+    # The stored penalty reaches the beam search, and a flag (or keyword) overrides it.
+    import asr
+
+    assert asr.load(model, decoder="beam").decoder.oov_penalty == settings.oov_penalty
+    assert asr.load(model, decoder="beam", oov_penalty=7.0).decoder.oov_penalty == 7.0
+    # With another LM, the stored penalty (tuned for this LM) is not carried over, as alpha and beta are not.
+    assert asr.load(model, decoder="beam", lm=str(tmp_path / "lm.arpa")).decoder.oov_penalty == settings.oov_penalty
+    other = tmp_path / "other.arpa"
+    shutil.copy(tmp_path / "lm.arpa", other)
+    save_decode_settings(model, DecodeSettings(lm=str(tmp_path / "lm.arpa"), beam=4, oov_penalty=3.0))
+    assert asr.load(model, decoder="beam").decoder.oov_penalty == 3.0
+    assert asr.load(model, decoder="beam", lm=str(other)).decoder.oov_penalty is None
+
+
+def test_tune_refuses_an_oov_grid_where_it_means_nothing(capsys, overfit_model, tmp_path):
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("")
+    code, _, err = run_cli(capsys, "tune", "--model", overfit_model, "--manifest", MANIFEST, "--lm", lm,
+                           "--lexicon", "--oov-penalties", "unk,5")
+    assert code == 1 and err.count("\n") == 1 and "open-vocabulary" in err
 
 
 def test_lm_none_and_a_missing_lm(capsys, tuned_model, tmp_path):
