@@ -94,9 +94,16 @@ def beam_settings(args: argparse.Namespace, model_path: Path):
                           oov_penalty=pick(args.oov_penalty, stored.oov_penalty, None))
 
 
+BEAM_ONLY_OPTIONS = ("lm", "beam", "alpha", "beta", "lexicon", "oov_penalty")  # flags greedy decoding has no use for
+
+
 def build_decoder(args: argparse.Namespace, transcriber) -> None:
     """Swap in the decoder named by --decoder (greedy is the default)."""
     if args.decoder == "greedy":
+        ignored = [f"--{name.replace('_', '-')}" for name in BEAM_ONLY_OPTIONS if getattr(args, name, None) is not None]
+        if ignored:
+            print(f"asr: note: {', '.join(ignored)} only apply to --decoder beam (or hybrid); greedy decoding "
+                  "ignores them", file=sys.stderr)
         return
     if args.decoder == "beam":
         from asr.decoding.beam import BeamSearchDecoder
@@ -188,6 +195,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         except AudioError as exc:
             error(str(exc))
             failed += 1
+    if args.format == "srt" and not args.output_dir and len(paths) > 1:
+        raise UserError(f"--format srt writes one subtitle file per input: give --output-dir DIR for these "
+                        f"{len(paths)} files")
     extension = {"text": "txt", "jsonl": "json", "srt": "srt"}[args.format]
     if args.output_dir:
         try:
@@ -223,10 +233,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     from asr.manifest import read_manifest
     from asr.metrics import error_counts, utterance_errors
-    from asr.text import normalize_text
+    from asr.text import normalize_text, unspellable_characters
     from asr.transcribe import Transcriber
 
     utterances = read_manifest(args.manifest, check_audio=True)
+    unscorable = [u for u in utterances if unspellable_characters(u.text)]
+    if unscorable:
+        first = unscorable[0]
+        print(f"asr: note: {len(unscorable)} reference(s) in {args.manifest} hold characters the model cannot spell, "
+              f"dropped before scoring (e.g. {unspellable_characters(first.text)!r} in {first.utt_id}); write "
+              "numbers as words", file=sys.stderr)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)  # fail now, not after decoding everything
     transcriber = Transcriber.from_pretrained(args.model, device=args.device)
@@ -244,6 +260,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         hyps.append(hyp)
         rows.append(f"{utt.utt_id}\t{counts['errors']}\t{counts['ref_len']}\t{ref}\t{hyp}")
         print(f"{utt.utt_id}\terrors {counts['errors']}/{counts['ref_len']}\tref: {ref}\thyp: {hyp}")
+    if not refs:
+        raise UserError(f"{args.manifest}: none of its {len(utterances)} utterances could be decoded; nothing written")
     words, chars = error_counts(refs, hyps, "word"), error_counts(refs, hyps, "char")
     wer = 100 * words["errors"] / max(1, words["ref_len"])
     cer = 100 * chars["errors"] / max(1, chars["ref_len"])
@@ -255,7 +273,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         atomic_write_text(out / "hyps.tsv", "utt_id\terrors\tref_words\tref\thyp\n" + "\n".join(rows) + "\n")
         atomic_write_text(out / "wer.json", json.dumps(summary, indent=2) + "\n")
     print(f"WER {wer:.2f}% ({words['errors']}/{words['ref_len']}: {words['substitutions']} sub "
-          f"{words['deletions']} del {words['insertions']} ins) | CER {cer:.2f}% | {len(refs)} utterances")
+          f"{words['deletions']} del {words['insertions']} ins) | CER {cer:.2f}% | {len(refs)} utterances"
+          + (f", {failed} failed and not scored" if failed else ""))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -273,8 +292,16 @@ def cmd_align(args: argparse.Namespace) -> int:
     from asr.decoding.align import align_words
     from asr.transcribe import Transcriber, band_cutoff, clamp_words
 
-    transcriber = Transcriber.from_pretrained(args.model, device=args.device)
+    from asr.text import normalize_text, unspellable_characters
+
     text = read_text_argument(args.text)
+    dropped = unspellable_characters(text)
+    if dropped:
+        raise UserError(f"the text holds characters the model cannot spell ({dropped!r}): it spells A-Z and "
+                        "apostrophes, so write numbers and other scripts as words (98 → NINETY EIGHT)")
+    if not normalize_text(text):
+        raise UserError("the text holds no word to align")
+    transcriber = Transcriber.from_pretrained(args.model, device=args.device)
     wave = load_audio(args.audio)
     log_probs, lengths = transcriber.log_probs([wave], [band_cutoff(args.audio)])
     try:
@@ -297,7 +324,10 @@ def config_task(path: str) -> str:
     except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where} ({problem})") from None
     task = raw.get("task", "ctc") if isinstance(raw, dict) else "ctc"
     if task not in TRAIN_TASKS:
         raise UserError(f"{path}: unknown task {task!r} (expected one of {', '.join(TRAIN_TASKS)})")
@@ -388,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm_sub = p.add_subparsers(dest="lm_command", required=True)
     p = lm_sub.add_parser("build", help="estimate a modified Kneser-Ney n-gram LM and write it as ARPA")
     p.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
-    p.add_argument("--text", required=True, help="training text, one sentence per line (.gz ok)")
+    p.add_argument("--text", required=True, help="training text, one sentence per line (.gz ok), or a manifest "
+                   "TSV (its text column)")
     p.add_argument("-o", "--out", required=True, help="output ARPA file (.gz to compress)")
     p.set_defaults(func=cmd_lm)
 
@@ -423,10 +454,31 @@ def user_error_types() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
+def check_device(name: str | None) -> None:
+    """Refuse a `--device` this machine cannot use, in one line, before any work starts."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device name (expected cpu, cuda or cuda:N)") from None
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise UserError(f"--device {name}: only cpu and cuda devices are supported")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
+        check_device(getattr(args, "device", None))
         return handler(args)
     except user_error_types() as exc:
         error(str(exc))

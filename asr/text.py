@@ -33,6 +33,12 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
+def unspellable_characters(text: str) -> str:
+    """Letters and digits of `text` that `normalize_text` drops (digits, non-Latin scripts), each once in
+    order of appearance; punctuation is not counted (dropping it is intended)."""
+    return "".join(dict.fromkeys(c for c in text if c.isalnum() and not normalize_text(c)))
+
+
 @dataclass
 class CharTokenizer:
     """Characters ↔ ids; id 0 is the CTC blank, `space_id` separates words."""

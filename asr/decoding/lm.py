@@ -581,11 +581,20 @@ def load_arpa(path: str | os.PathLike) -> NGramLM:
 
 
 def _read_sentences(text: Path) -> list[str]:
-    """One normalised sentence per non-empty line of a plain or gzip text file."""
+    """One normalised sentence per non-empty line of a plain or gzip text file, or the `text` column of
+    a manifest (a TSV that starts with the manifest header)."""
+    from asr.manifest import COLUMNS
+
     if not text.is_file():
         raise FileNotFoundError(f"{text}: text file not found")
     with _open_text(text) as handle:
-        return [s for s in (normalize_text(line) for line in handle) if s]
+        lines = iter(handle)
+        first = next(lines, "")
+        if first.rstrip("\r\n").split("\t") == list(COLUMNS):  # a manifest: its transcripts, not its columns
+            column = COLUMNS.index("text")
+            return [s for s in (normalize_text(line.rstrip("\r\n").split("\t")[column])
+                                for line in lines if line.count("\t") >= column) if s]
+        return [s for s in (normalize_text(line) for line in [first, *lines]) if s]
 
 
 def cmd_lm_build(text: Path, order: int, out: Path) -> dict:

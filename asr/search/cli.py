@@ -50,7 +50,7 @@ def _finish(index, folder: str, errors: list[str], started_count: int) -> int:
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from asr.cli import UserError
+    from asr.cli import UserError, error
     from asr.search.index import Embedder, SearchIndexError, build_index
 
     embedder = Embedder.load(_model_path(args.model), args.am)
@@ -62,6 +62,10 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if not widths or min(widths) <= 0 or args.hop <= 0:
         raise UserError("--widths and --hop must be positive seconds")
     index, more = build_index(embedder, paths, widths, args.hop)
+    if not index.meta["files"]:  # nothing could be indexed: write no empty index, only the reasons
+        for line in errors + more:
+            error(line)
+        raise UserError(f"{args.out}: no input could be indexed; nothing written")
     try:
         return _finish(index, args.out, errors + more, 0)
     except SearchIndexError as exc:
