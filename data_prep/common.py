@@ -3,6 +3,8 @@
 - `download_file`: resumable HTTP(S) download (`.part` file + `Range`), MD5 check, atomic rename.
 - `safe_extract`: tar extraction that refuses absolute paths, `..` and links leaving the target,
   and leaves a `.complete` marker so a second call is a no-op.
+- `safe_extract_zip`: the same checks for a zip archive (no marker: callers extract into a
+  temporary folder and rename it into place).
 - `audio_info` / `audio_infos`: duration and sample rate from the file header (soundfile), the
   latter over several processes.
 - `parallel_map`: a function over many items in worker processes, in order, with a progress bar.
@@ -25,6 +27,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -248,11 +251,7 @@ def _check_member(member: tarfile.TarInfo, root: Path, archive: Path) -> None:
     """Raise UnsafeArchiveError if `member` would escape `root` or is a device/special file."""
     name = member.name
     where = f"{archive}: member {name!r}"
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise UnsafeArchiveError(f"{where} has an absolute path")
-    if ".." in re.split(r"[/\\]", name):
-        raise UnsafeArchiveError(f"{where} contains '..'")
-    target = _inside(root, os.path.join(root, name), where)
+    target = _check_name(name, root, where)
     if member.issym():
         if member.linkname.startswith(("/", "\\")):
             raise UnsafeArchiveError(f"{where} is a link to the absolute path {member.linkname!r}")
@@ -263,12 +262,49 @@ def _check_member(member: tarfile.TarInfo, root: Path, archive: Path) -> None:
         raise UnsafeArchiveError(f"{where} is a device or special file")
 
 
+def _check_name(name: str, root: Path, where: str) -> str:
+    """Refuse an absolute member name or one with `..`; return where it lands inside `root`."""
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeArchiveError(f"{where} has an absolute path")
+    if ".." in re.split(r"[/\\]", name):
+        raise UnsafeArchiveError(f"{where} contains '..'")
+    return _inside(root, os.path.join(root, name), where)
+
+
 def _inside(root: Path, path: str, where: str) -> str:
     """Normalise `path` and make sure it lies inside `root`; return the normalised path."""
     normal = os.path.normpath(path)
     if os.path.commonpath([str(root), normal]) != str(root):
         raise UnsafeArchiveError(f"{where} points outside {root}")
     return normal
+
+
+def safe_extract_zip(archive: Path, dest: Path) -> Path:
+    """Extract a zip archive into `dest` and return `dest`.
+
+    Every member is checked before anything is written, as `safe_extract` does for tar: absolute
+    names (`/x`, `C:x`), `..` components, names landing outside `dest` and symbolic links (Unix
+    mode bits in the zip) raise UnsafeArchiveError. No `.complete` marker is written and the
+    archive is extracted on every call: callers extract into a temporary folder and rename it.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise DataPrepError(f"{archive}: no such archive")
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            for member in members:
+                where = f"{archive}: member {member.filename!r}"
+                _check_name(member.filename, root, where)
+                if (member.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise UnsafeArchiveError(f"{where} is a symbolic link")
+            zf.extractall(root, members=members)
+    except (zipfile.BadZipFile, EOFError) as exc:  # also a CRC error in a member
+        raise DataPrepError(f"{archive}: cannot extract ({_one_line(exc)}); remove it to download it again") from None
+    log.info("extracted %s into %s", archive, dest)
+    return dest
 
 
 # ------------------------------------------------------------------------------------------ audio

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,7 @@ from data_prep.common import (
     combine_manifests,
     download_file,
     safe_extract,
+    safe_extract_zip,
     speaker_split,
 )
 
@@ -392,6 +394,141 @@ def test_lm_cli_downloads_only(server: ServerState, tmp_path: Path, capsys: pyte
     assert capsys.readouterr().out.startswith("librispeech-vocab.txt\t")
 
 
+# ------------------------------------------------------------ FSDD: served zip of the GitHub archive
+
+
+FSDD_WAV = REPO / "tests" / "data" / "fsdd_3_jackson_0_8khz.wav"
+FSDD_NAMES = ("3_jackson_0.wav", "3_jackson_1.wav", "3_jackson_2.wav")  # the one real clip, three times
+FSDD_PATH = f"/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v{fsdd.FSDD_VERSION}.zip"
+
+
+def _fsdd_zip(extra: dict[str, bytes] | None = None, names: tuple[str, ...] = FSDD_NAMES) -> bytes:
+    """A GitHub-style archive: `free-spoken-digit-dataset-1.0.10/` with README and recordings/."""
+    top, wav, buffer = fsdd.FSDD_DIR, FSDD_WAV.read_bytes(), io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{top}/", b"")
+        zf.writestr(f"{top}/README.md", b"# FSDD\n")
+        zf.writestr(f"{top}/recordings/", b"")
+        for name in names:
+            zf.writestr(f"{top}/recordings/{name}", wav)
+        for name, data in (extra or {}).items():
+            zf.writestr(zipfile.ZipInfo(name), data)
+    return buffer.getvalue()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary extraction folders or `.part` files left in `folder`."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".partial", ".part")))
+
+
+@pytest.fixture
+def fsdd_server(server: ServerState, monkeypatch: pytest.MonkeyPatch) -> tuple[ServerState, str, bytes]:
+    """(server, archive URL, archive bytes) with the three-clip FSDD zip served; retries do not sleep."""
+    data = _fsdd_zip()
+    server.files[FSDD_PATH] = data
+    monkeypatch.setattr("data_prep.common.time.sleep", lambda s: None)
+    return server, f"{server.base_url}{FSDD_PATH}", data
+
+
+def test_download_fsdd_extract_prepare(fsdd_server: tuple[ServerState, str, bytes], tmp_path: Path) -> None:
+    server, url, data = fsdd_server
+    corpus = fsdd.download_fsdd(tmp_path / "dl", url, md5=_md5(data), expected_files=3)
+    assert corpus == tmp_path / "dl" / fsdd.FSDD_DIR
+    assert sorted(p.name for p in (corpus / "recordings").iterdir()) == list(FSDD_NAMES)
+    assert (corpus / "README.md").is_file() and _leftovers(tmp_path / "dl") == []
+    for folder in (corpus, tmp_path / "dl"):  # the returned folder, and the one it was downloaded into
+        utts = read_manifest(fsdd.prepare_fsdd(folder, tmp_path / "out"), check_audio=True)
+        assert [u.utt_id for u in utts] == [Path(n).stem for n in FSDD_NAMES]
+        assert {(u.speaker, u.text, u.sample_rate) for u in utts} == {("jackson", "THREE", 8000)}
+        assert utts[0].duration_s == pytest.approx(sf.info(str(FSDD_WAV)).duration, abs=1e-3)
+
+
+def test_download_fsdd_second_call_downloads_nothing(fsdd_server: tuple[ServerState, str, bytes], tmp_path: Path) -> None:
+    server, url, _ = fsdd_server
+    corpus = fsdd.download_fsdd(tmp_path, url, expected_files=3)
+    assert len(server.requests) == 1
+    assert fsdd.download_fsdd(tmp_path, url, expected_files=3) == corpus
+    assert len(server.requests) == 1, "corpus present: no request at all"
+    shutil.rmtree(corpus)  # as if extraction had been interrupted: the kept archive is used again
+    assert fsdd.download_fsdd(tmp_path, url, expected_files=3) == corpus
+    assert len(server.requests) == 1 and (corpus / "recordings" / FSDD_NAMES[0]).is_file()
+    with pytest.raises(DataPrepError, match=rf"{re.escape(str(corpus / 'recordings'))}: 3 recordings, expected 3000"):
+        fsdd.download_fsdd(tmp_path, url)  # an existing corpus is still verified
+
+
+def test_download_fsdd_resumes_a_partial_download(fsdd_server: tuple[ServerState, str, bytes], tmp_path: Path) -> None:
+    server, url, data = fsdd_server
+    part = tmp_path / f"{fsdd.FSDD_DIR}.zip.part"
+    part.write_bytes(data[:1000])  # left by an earlier, interrupted run
+    server.cuts = [len(data) // 3]  # and this run's first connection drops too
+    fsdd.download_fsdd(tmp_path, url, md5=_md5(data), expected_files=3)
+    assert server.requests == [(FSDD_PATH, "bytes=1000-"), (FSDD_PATH, f"bytes={1000 + len(data) // 3}-")]
+    assert (tmp_path / f"{fsdd.FSDD_DIR}.zip").read_bytes() == data and not part.exists()
+
+
+def test_download_fsdd_md5_mismatch(fsdd_server: tuple[ServerState, str, bytes], tmp_path: Path) -> None:
+    _, url, _ = fsdd_server
+    with pytest.raises(DownloadError, match="MD5 mismatch"):
+        fsdd.download_fsdd(tmp_path, url, md5="0" * 32, expected_files=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("evil", ["../evil", f"{fsdd.FSDD_DIR}/../../evil", "/tmp/absolute_evil", "C:/evil"])
+def test_download_fsdd_refuses_escaping_zip_members(server: ServerState, tmp_path: Path, evil: str) -> None:
+    server.files["/evil.zip"] = _fsdd_zip({evil: b"pwned"})
+    dest = tmp_path / "dl"
+    with pytest.raises(UnsafeArchiveError, match="absolute path|contains '..'"):
+        fsdd.download_fsdd(dest, f"{server.base_url}/evil.zip", expected_files=3)
+    assert not (tmp_path / "evil").exists() and not (dest / "evil").exists()
+    assert not (dest / fsdd.FSDD_DIR).exists() and _leftovers(dest) == []
+
+
+def test_safe_extract_zip_refuses_symlinks_and_broken_zips(tmp_path: Path) -> None:
+    link = zipfile.ZipInfo("top/link")
+    link.external_attr = 0o120777 << 16
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("top/ok.txt", b"ok")
+        zf.writestr(link, b"/etc/passwd")
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
+        safe_extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "top").exists(), "nothing is extracted when one member is unsafe"
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(DataPrepError, match="bad.zip: cannot extract"):
+        safe_extract_zip(tmp_path / "bad.zip", tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "names, extra, message",
+    [
+        (FSDD_NAMES[:2], {}, r"2 recordings, expected 3$"),
+        (FSDD_NAMES, {f"{fsdd.FSDD_DIR}/recordings/notes.wav": b"x"}, r"1 file name\(s\) not .*'notes.wav'"),
+    ],
+    ids=["count", "bad-name"],
+)
+def test_download_fsdd_refuses_unexpected_content(server: ServerState, tmp_path: Path, names: tuple[str, ...],
+                                                  extra: dict[str, bytes], message: str) -> None:
+    server.files["/fsdd.zip"] = _fsdd_zip(extra, names)
+    with pytest.raises(DataPrepError, match=rf"{re.escape(str(tmp_path / fsdd.FSDD_DIR))} .*not installed\): {message}"):
+        fsdd.download_fsdd(tmp_path, f"{server.base_url}/fsdd.zip", expected_files=3)
+    assert not (tmp_path / fsdd.FSDD_DIR).exists() and _leftovers(tmp_path) == []
+    if not extra:  # the count alone was wrong: skipping it installs from the kept archive, no new download
+        assert (fsdd.download_fsdd(tmp_path, f"{server.base_url}/fsdd.zip", expected_files=None) / "recordings").is_dir()
+        assert len(server.requests) == 1
+
+
+def test_fsdd_download_cli(fsdd_server: tuple[ServerState, str, bytes], tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    server, url, _ = fsdd_server
+    args = ["--download", "--corpus", str(tmp_path / "dl"), "--out", str(tmp_path / "out"), "--url", url]
+    assert fsdd.main(args) == 1 and "3 recordings, expected 3000" in capsys.readouterr().err
+    assert fsdd.main(args + ["--expected-files", "3"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "fsdd.tsv")
+    assert len(read_manifest(tmp_path / "out" / "fsdd.tsv", check_audio=True)) == 3
+    assert fsdd.main(["--download", str(tmp_path / "dl"), "--out", str(tmp_path / "o2"), "--expected-files", "0"]) == 0
+    assert len(server.requests) == 1, "an4-style --download DIR finds the corpus already there"
+
+
 # ---------------------------------------------------------------------- real corpora (shared data)
 
 
@@ -551,6 +688,8 @@ def test_cli_help(module: object, capsys: pytest.CaptureFixture[str]) -> None:
         (an4, ["--corpus", "/nonexistent/an4", "--out", "OUT"]),
         (an4, ["--out", "OUT"]),
         (fsdd, ["--corpus", "/nonexistent/fsdd", "--out", "OUT"]),
+        (fsdd, ["--out", "OUT"]),
+        (fsdd, ["--download", "--out", "OUT"]),
         (librispeech, ["--corpus", "/nonexistent/LibriSpeech", "--out", "OUT"]),
         (split, ["--manifest", "/nonexistent.tsv", "--dev-fraction", "0.1", "--out-dir", "OUT"]),
     ],
