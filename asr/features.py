@@ -1,8 +1,13 @@
-"""Log-mel features in torch (batched, CPU or GPU) and global CMVN (optionally after per-utterance mean removal).
+"""Log-mel and MFCC features in torch (batched, CPU or GPU), deltas, and global CMVN (optionally after
+per-utterance mean removal).
 
 `LogMel` turns padded waveforms (B, N) at 16 kHz into (B, T, 80) natural-log mel energies with
 25 ms Hann windows every 10 ms, matching `librosa.feature.melspectrogram(center=True,
-pad_mode="constant", htk=False, norm="slaney")` followed by `log(max(x, floor))`.
+pad_mode="constant", htk=False, norm="slaney")` followed by `log(max(x, floor))`. `MFCC` is the
+orthonormal DCT-II of those (librosa.feature.mfcc's transform; librosa takes it of dB values, i.e.
+10/ln 10 times ours), and `deltas` the Savitzky-Golay derivatives of librosa.feature.delta
+(mode="nearest"), each utterance padded by its own edge frames. The acoustic models read log-mel;
+MFCC + deltas are the classic features of the DTW baseline and the search models.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import librosa
 import numpy as np
+import scipy.fft
+import scipy.signal
 import torch
 from torch import nn
 
@@ -83,6 +90,50 @@ class LogMel(nn.Module):
         frame_lengths = num_frames(lengths, self.config.hop_length).clamp_max(feats.shape[1])
         mask = torch.arange(feats.shape[1], device=feats.device)[None, :] < frame_lengths[:, None]  # (B, T)
         return feats * mask[..., None], frame_lengths
+
+
+def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_in, n_out) orthonormal DCT-II basis: `feats @ dct_matrix(80, 13)` keeps the first 13 cepstra."""
+    basis = scipy.fft.dct(np.eye(n_in), type=2, norm="ortho", axis=0)[:n_out]  # (n_out, n_in)
+    return torch.from_numpy(np.ascontiguousarray(basis.T).astype(np.float32))
+
+
+class MFCC(nn.Module):
+    """Batched MFCC: (B, N) waveforms → (B, T, n_ceps) cepstra of `LogMel`'s features, (B,) frame counts."""
+
+    def __init__(self, n_ceps: int = 13, config: FeatureConfig | None = None) -> None:
+        super().__init__()
+        self.logmel = LogMel(config)
+        if not 0 < n_ceps <= self.logmel.config.n_mels:
+            raise ValueError(f"n_ceps must be in 1..{self.logmel.config.n_mels}, got {n_ceps}")
+        self.register_buffer("dct", dct_matrix(self.logmel.config.n_mels, n_ceps), persistent=False)  # (M, C)
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor, cutoff_hz: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """waves (B, N), lengths (B,) samples → cepstra (B, T, C) (0 past each length), frame lengths (B,)."""
+        feats, frames = self.logmel(waves, lengths, cutoff_hz)  # (B, T, M), padded frames are 0
+        return feats @ self.dct, frames
+
+
+def deltas(feats: torch.Tensor, lengths: torch.Tensor, width: int = 9, order: int = 1) -> torch.Tensor:
+    """(B, T, D) → (B, T, D) order-th time derivative, as `librosa.feature.delta(x, width=width,
+    order=order, axis=0, mode="nearest")` of each utterance alone: a Savitzky-Golay filter whose window
+    repeats the utterance's first and last frames at its edges. Frames past each length stay 0.
+    """
+    if width < 3 or width % 2 == 0:
+        raise ValueError(f"width must be odd and at least 3, got {width}")
+    if order < 1 or order >= width:
+        raise ValueError(f"order must be in 1..{width - 1}, got {order}")
+    weights = scipy.signal.savgol_coeffs(width, polyorder=order, deriv=order, use="dot")  # (W,), over t-half..t+half
+    half = width // 2
+    frames = torch.arange(feats.shape[1], device=feats.device)  # (T,)
+    last = (lengths.to(feats.device) - 1).clamp_min(0)[:, None]  # (B, 1)
+    out = torch.zeros_like(feats)
+    for offset, weight in zip(range(-half, half + 1), weights.tolist()):  # W shifted copies, not a loop over frames
+        index = (frames[None, :] + offset).clamp_min(0).minimum(last)  # (B, T): the neighbour, edge-repeated
+        out += weight * torch.gather(feats, 1, index[..., None].expand(-1, -1, feats.shape[2]))
+    valid = frames[None, :] < lengths.to(feats.device)[:, None]  # (B, T)
+    return out * valid[..., None]
 
 
 class GlobalCMVN(nn.Module):

@@ -11,7 +11,8 @@ import soxr
 import torch
 
 from asr.audio import load_audio
-from asr.features import LOG_FLOOR, FeatureConfig, GlobalCMVN, LogMel, accumulate_stats, num_frames, pad_waves
+from asr.features import (LOG_FLOOR, MFCC, FeatureConfig, GlobalCMVN, LogMel, accumulate_stats, deltas, num_frames,
+                          pad_waves)
 
 DATA = Path(__file__).parent / "data"
 CLIPS = sorted((DATA / "an4").glob("*.flac"))
@@ -178,3 +179,39 @@ def test_cutoff_is_per_utterance(frontend, waves):
     feats, _ = frontend(batch, lengths, torch.tensor([0.0, 4000.0]))
     torch.testing.assert_close(feats[0], logmel(frontend, wave), atol=1e-5, rtol=0)
     torch.testing.assert_close(feats[1], logmel(frontend, wave, cutoff=4000.0), atol=1e-5, rtol=0)
+
+
+def test_mfcc_is_librosas_transform_of_our_log_mel(waves):
+    """MFCC = orthonormal DCT-II of the log-mel (librosa.feature.mfcc of the same log-mel), batched like it."""
+    batch, lengths = pad_waves(waves[:3])
+    cepstra, frames = MFCC(n_ceps=13)(batch, lengths)  # (3, T, 13)
+    feats, same_frames = LogMel()(batch, lengths)
+    assert torch.equal(frames, same_frames) and cepstra.shape == (3, feats.shape[1], 13)
+    for i in range(3):
+        n = int(frames[i])
+        ref = librosa.feature.mfcc(S=feats[i, :n].numpy().T, n_mfcc=13).T  # (T, 13)
+        np.testing.assert_allclose(cepstra[i, :n].numpy(), ref, rtol=1e-4, atol=2e-3)
+        assert torch.all(cepstra[i, n:] == 0)
+    assert int(frames.min()) < feats.shape[1]  # one clip really was padded
+    with pytest.raises(ValueError, match="n_ceps"):
+        MFCC(n_ceps=0)
+
+
+@pytest.mark.parametrize("width, order", [(5, 1), (5, 2), (9, 1), (9, 2)])
+def test_deltas_match_librosa_per_utterance_in_a_batch(waves, width, order):
+    batch, lengths = pad_waves([waves[0], waves[4][:3000], waves[2][:480]])  # the last: 4 frames, under any width
+    feats, frames = LogMel()(batch, lengths)
+    derived = deltas(feats, frames, width, order)  # (3, T, 80)
+    for i in range(3):
+        n = int(frames[i])
+        ref = librosa.feature.delta(feats[i, :n].numpy(), width=width, order=order, axis=0, mode="nearest")
+        np.testing.assert_allclose(derived[i, :n].numpy(), ref, atol=1e-4)
+        assert torch.all(derived[i, n:] == 0)  # the batch's padding neither leaks in nor gets values
+    flat = torch.ones(1, 20, 3) * 7.0
+    assert deltas(flat, torch.tensor([20]), width, order).abs().max() < 1e-5  # a constant has no slope
+    ramp = torch.arange(20.0)[None, :, None].expand(1, 20, 2)
+    if order == 1:  # inside the edges, a ramp's slope is 1 per frame
+        torch.testing.assert_close(deltas(ramp, torch.tensor([20]), width, 1)[0, width:-width], torch.ones(20 - 2 * width, 2))
+    for bad in ({"width": 4}, {"width": 1}, {"width": 5, "order": 5}):
+        with pytest.raises(ValueError):
+            deltas(flat, torch.tensor([20]), **bad)

@@ -21,12 +21,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import numpy as np
-import scipy.fft
 import torch
 
-from asr.features import LogMel, pad_waves
+from asr.features import LogMel, dct_matrix, deltas, pad_waves
 from asr.model import stack_frames
 
 INPUT_KINDS = ("mfcc", "logmel", "am", "am+logmel")
@@ -52,12 +50,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def add_deltas(feats: np.ndarray) -> np.ndarray:
-    """(T, D) → (T, 3D): features, Δ and ΔΔ (librosa, width 5, edge-padded for short inputs)."""
+    """(T, D) → (T, 3D): features, Δ and ΔΔ (`asr.features.deltas`, librosa's filters: width 5, or 3 for
+    inputs under 5 frames; none under 3)."""
     width = 5 if feats.shape[0] >= 5 else 3 if feats.shape[0] >= 3 else 1
     if width == 1:
         return np.concatenate([feats, np.zeros_like(feats), np.zeros_like(feats)], axis=1)
-    d1 = librosa.feature.delta(feats, width=width, order=1, axis=0, mode="nearest")
-    d2 = librosa.feature.delta(feats, width=width, order=2, axis=0, mode="nearest")
+    batch, lengths = torch.from_numpy(np.asarray(feats, dtype=np.float32))[None], torch.tensor([feats.shape[0]])
+    d1, d2 = (deltas(batch, lengths, width, order)[0].numpy() for order in (1, 2))
     return np.concatenate([feats, d1, d2], axis=1).astype(np.float32)
 
 
@@ -75,8 +74,7 @@ class SegmentFeaturizer:
             self.frontend = LogMel()
         else:
             self.frontend = transcriber.frontend
-        basis = scipy.fft.dct(np.eye(80), type=2, norm="ortho", axis=0)[:N_CEPS]  # (13, 80), as librosa's mfcc
-        self.dct = torch.from_numpy(basis.T.astype(np.float32))  # (80, 13)
+        self.dct = dct_matrix(80, N_CEPS)  # (80, 13), as librosa's mfcc
 
     @property
     def frame_shift_s(self) -> float:
