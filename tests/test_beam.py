@@ -383,3 +383,23 @@ def test_decoder_rejects_bad_settings() -> None:
         BeamSearchDecoder(TOK, merge="mean")
     with pytest.raises(ValueError, match=r"\(T, 29\)"):
         BeamSearchDecoder(TOK).search(np.zeros((3, 5), dtype=np.float32))
+
+
+def test_batch_threads_change_nothing_but_speed() -> None:
+    """Utterances of a batch are searched in parallel threads; the n-best lists are the same as one by one."""
+    lm = build_kneser_ney(FUSION_CORPUS, order=2)
+    rng = np.random.default_rng(3)
+    lengths = [12, 30, 7, 25, 18, 30]
+    logits = rng.normal(size=(len(lengths), 30, TOK.vocab_size)) * 3  # (B, T, V)
+    batch = torch.from_numpy(logits).log_softmax(-1).float()
+    results = {}
+    for threads in (1, 3):
+        decoder = BeamSearchDecoder(TOK, lm=lm, beam_size=8, alpha=0.5, beta=0.5, num_threads=threads)
+        assert decoder.threads() == threads
+        results[threads] = decoder.decode_nbest(batch, torch.tensor(lengths), n=4)
+    for one, many in zip(results[1], results[3]):
+        assert [(h.text, h.score) for h in one] == [(h.text, h.score) for h in many]
+    assert len({hyps[0].text for hyps in results[1]}) > 1  # distinct utterances, decoded as such
+    assert BeamSearchDecoder(TOK).threads() == torch.get_num_threads()
+    with pytest.raises(ValueError, match="num_threads"):
+        BeamSearchDecoder(TOK, num_threads=0)

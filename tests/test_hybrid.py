@@ -244,6 +244,30 @@ def test_word_times_lie_inside_the_viterbi_boundaries_and_agree_with_ctc_alignme
 
 
 @needs_bundle
+def test_a_batch_decodes_the_same_in_parallel_threads(monkeypatch):
+    """The utterances of a batch are decoded in threads (torch's thread count); each result is what
+    decoding it alone gives."""
+    from argparse import Namespace
+
+    import torch
+
+    from asr.audio import load_audio
+    from asr.hybrid.decode import build_hybrid_decoder
+    from asr.transcribe import Transcriber
+
+    transcriber = Transcriber.from_pretrained(device="cpu")
+    decoder = build_hybrid_decoder(Namespace(lm=None), transcriber)
+    clips = sorted((REPO / "tests/data/an4").glob("*.flac"))
+    log_probs, lengths = transcriber.log_probs([load_audio(p) for p in clips])  # padded (B, T', V)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    together = decoder.decode_results(log_probs, lengths)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    alone = [decoder.decode_results(log_probs[b:b + 1, : lengths[b]], lengths[b:b + 1])[0] for b in range(len(clips))]
+    assert [(r.words, r.starts, r.ends, r.score) for r in together] == [(r.words, r.starts, r.ends, r.score) for r in alone]
+    assert len({tuple(r.words) for r in together}) == len(clips)
+
+
+@needs_bundle
 def test_head_from_another_encoder_is_refused(tmp_path):
     import argparse
 

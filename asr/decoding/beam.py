@@ -59,7 +59,9 @@ word, so nothing returns to Python per frame.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,7 +257,7 @@ def _top_k(score: np.ndarray, n: int, k: int, out: np.ndarray) -> int:
     return m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # nogil: utterances of a batch are searched in parallel threads
 def _beam_search(lp, blank, beam_size, prune_mass, prune_topk, skip_log, use_max,
                  use_words, lexicon, space, tr_start, tr_label, tr_child, tr_is_word, tr_lm_id,
                  use_lm, lm_keys, lm_logp, lm_bow, lm_suffix, lm_offsets, lm_vocab, unk_log10, unk_id,
@@ -472,12 +474,15 @@ class BeamSearchDecoder:
         merge: "sum" (prefix probability over all alignments) or "max" (best alignment only);
             None (default) = "max" for beam_size 1, so that beam width 1 is exactly greedy decoding
             (without an LM), else "sum".
+        num_threads: utterances of a batch searched at once, each in its own thread (the numba core
+            releases the GIL); None = torch's thread count (`torch.set_num_threads`), else the CPU count.
+            Results do not depend on it.
     """
 
     def __init__(self, tokenizer, lm: NGramLM | None = None, beam_size: int = 16, alpha: float = 0.5,
                  beta: float = 1.0, lexicon: bool | Iterable[str] = False, token_prune: float = 0.9999,
                  token_topk: int | None = None, blank_skip: float | None = 0.999, oov_penalty: float | None = None,
-                 score_eos: bool = True, merge: str | None = None) -> None:
+                 score_eos: bool = True, merge: str | None = None, num_threads: int | None = None) -> None:
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if merge is None:
@@ -490,6 +495,9 @@ class BeamSearchDecoder:
             raise ValueError(f"blank_skip must be in (0, 1] or None, got {blank_skip}")
         if lexicon is True and lm is None:
             raise ValueError("lexicon=True takes the words from the LM: pass lm=..., or a list of words")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = num_threads
         self.tokenizer = tokenizer
         self.lm = lm
         self.beam_size = int(beam_size)
@@ -574,7 +582,22 @@ class BeamSearchDecoder:
             lens = [lp.shape[1]] * lp.shape[0]
         else:
             lens = [int(x) for x in (lengths.tolist() if hasattr(lengths, "tolist") else lengths)]
-        return [self.search(lp[b, : lens[b]])[:n] for b in range(lp.shape[0])]
+        threads = min(self.threads(), lp.shape[0])
+        if threads <= 1:
+            return [self.search(lp[b, : lens[b]])[:n] for b in range(lp.shape[0])]
+        with ThreadPoolExecutor(max_workers=threads) as pool:  # each search runs its numba core without the GIL
+            return list(pool.map(lambda b: self.search(lp[b, : lens[b]])[:n], range(lp.shape[0])))
+
+    def threads(self) -> int:
+        """How many utterances `decode_nbest` searches at once (see `num_threads`)."""
+        if self.num_threads is not None:
+            return self.num_threads
+        try:
+            import torch
+
+            return torch.get_num_threads()
+        except ImportError:  # pragma: no cover - torch is a dependency; numpy-only callers still work
+            return os.cpu_count() or 1
 
     def decode(self, log_probs: Any, lengths: Any = None) -> list[str]:
         """(B, T, V) log-probs and (B,) lengths -> the best text per utterance."""

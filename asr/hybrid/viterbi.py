@@ -220,7 +220,7 @@ def _offer_token(slot, key: int, n_new: int, node: int, lm_state: int, score: fl
     return n_new
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # nogil: the utterances of a batch are decoded in parallel threads
 def _viterbi(em: np.ndarray, node_col: np.ndarray, node_loop: np.ndarray, node_exit: np.ndarray,
              is_tree: np.ndarray, succ_ptr: np.ndarray, succ_idx: np.ndarray, exit_word: np.ndarray,
              entries: np.ndarray, final_boundary: np.ndarray, word_lm: np.ndarray,
