@@ -290,9 +290,8 @@ def read_text_argument(value: str) -> str:
 def cmd_align(args: argparse.Namespace) -> int:
     from asr.audio import SAMPLE_RATE, load_audio
     from asr.decoding.align import align_words
-    from asr.transcribe import Transcriber, band_cutoff, clamp_words
-
     from asr.text import normalize_text, unspellable_characters
+    from asr.transcribe import Transcriber, band_cutoff, clamp_words
 
     text = read_text_argument(args.text)
     dropped = unspellable_characters(text)

@@ -203,6 +203,7 @@ def grid_search(transcriber, files: Sequence[TuningFile], refs: Sequence[str], l
     from asr.decoding.beam import BeamSearchDecoder
 
     plain = plain_pieces(files)
+    batch = _stack(plain) if plain else None  # (B, T, V), (B,): one batch, searched in parallel threads
     trial = copy.copy(transcriber)  # the caller's transcriber keeps its decoder
     points = []
     for oov_penalty in oov_penalties:
@@ -210,7 +211,7 @@ def grid_search(transcriber, files: Sequence[TuningFile], refs: Sequence[str], l
             for beta in betas:
                 trial.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta,
                                                   lexicon=lexicon, oov_penalty=oov_penalty)
-                hyps = join_files(trial, files, [trial.decoder.decode(lp[None])[0] for lp in plain])
+                hyps = join_files(trial, files, trial.decoder.decode(*batch) if plain else [])
                 wer, cer = score_texts(refs, hyps)
                 points.append(GridPoint(float(alpha), float(beta), wer, cer, oov_penalty))
     return sorted(points, key=lambda p: (round(p.wer, 6), round(p.cer, 6), p.oov_penalty is not None,
