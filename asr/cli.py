@@ -97,6 +97,25 @@ def beam_settings(args: argparse.Namespace, model_path: Path):
 BEAM_ONLY_OPTIONS = ("lm", "beam", "alpha", "beta", "lexicon", "oov_penalty")  # flags greedy decoding has no use for
 
 
+def numba_cache_present(source: str, function: str) -> bool:
+    """Whether numba has a cached compilation of `function` of the module file `source`: next to it in
+    `__pycache__`, or under `$NUMBA_CACHE_DIR`. A heuristic, only used to tell the user why a first run waits."""
+    import os
+
+    stem = Path(source).stem
+    pattern = f"{stem}.{function}-*.nbi"
+    places = [Path(source).parent / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    return any(next(place.rglob(pattern), None) is not None for place in places if place.is_dir())
+
+
+def note_first_compile(source: str, function: str, what: str, seconds: int) -> None:
+    """One stderr line before a search numba has not compiled on this machine yet (a first run waits)."""
+    if not numba_cache_present(source, function):
+        print(f"asr: note: compiling the {what} for this machine (first use only, about {seconds} s)", file=sys.stderr)
+
+
 def build_decoder(args: argparse.Namespace, transcriber) -> None:
     """Swap in the decoder named by --decoder (greedy is the default)."""
     if args.decoder == "greedy":
@@ -106,6 +125,7 @@ def build_decoder(args: argparse.Namespace, transcriber) -> None:
                   "ignores them", file=sys.stderr)
         return
     if args.decoder == "beam":
+        from asr.decoding import beam as beam_module
         from asr.decoding.beam import BeamSearchDecoder
         from asr.decoding.lm import load_arpa
 
@@ -122,13 +142,16 @@ def build_decoder(args: argparse.Namespace, transcriber) -> None:
                                                     lexicon=settings.lexicon, oov_penalty=settings.oov_penalty)
         except ValueError as exc:
             raise UserError(f"beam search: {exc}") from None
+        note_first_compile(beam_module.__file__, "_beam_search", "beam search", 25)
         return
     if args.decoder == "hybrid":
         try:
+            from asr.hybrid import viterbi as viterbi_module
             from asr.hybrid.decode import build_hybrid_decoder
         except ImportError:
             raise UserError("decoder 'hybrid' is not available in this version (use --decoder greedy or beam)") from None
         transcriber.decoder = build_hybrid_decoder(args, transcriber)
+        note_first_compile(viterbi_module.__file__, "_viterbi", "hybrid Viterbi search", 15)
         return
     raise UserError(f"unknown decoder {args.decoder!r}")
 

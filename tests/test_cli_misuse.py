@@ -139,3 +139,25 @@ def test_index_build_with_nothing_indexable_writes_nothing(capsys, tmp_path):
     shutil.copy(CLIP, tmp_path / "good.flac")  # one good file beside the bad one: an index with it
     code, out, err = run_cli(capsys, "index", "build", "-o", tmp_path / "idx", empty, tmp_path / "good.flac")
     assert code == 1 and json.loads(out)["files"] == 1
+
+
+def test_first_use_of_a_search_is_announced_only_without_a_numba_cache(tmp_path, monkeypatch, capsys):
+    from asr.cli import note_first_compile, numba_cache_present
+
+    source = tmp_path / "pkg" / "search.py"
+    source.parent.mkdir()
+    source.write_text("")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert not numba_cache_present(str(source), "_core")
+    note_first_compile(str(source), "_core", "beam search", 25)
+    assert capsys.readouterr().err == "asr: note: compiling the beam search for this machine (first use only, about 25 s)\n"
+    (source.parent / "__pycache__").mkdir()
+    (source.parent / "__pycache__" / "search._core-12.py311.nbi").write_bytes(b"")
+    assert numba_cache_present(str(source), "_core") and not numba_cache_present(str(source), "_other")
+    note_first_compile(str(source), "_core", "beam search", 25)
+    assert capsys.readouterr().err == ""
+    elsewhere = tmp_path / "numba_cache"
+    (elsewhere / "deep" / "copy").mkdir(parents=True)
+    (elsewhere / "deep" / "copy" / "search._other-40.py311.nbi").write_bytes(b"")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(elsewhere))
+    assert numba_cache_present(str(source), "_other")
