@@ -35,15 +35,38 @@ AUDIO_SUFFIXES = (".sph", ".flac", ".wav")
 _TRANSCRIPT_LINE = re.compile(r"^(?P<words>.*?)\s*\((?P<utt>[^()\s]+)\)\s*$")
 
 
-def download_an4(target: Path) -> Path:
-    """Download and extract the AN4 tarball into `target`; return the corpus folder `target/an4`."""
+def download_an4(target: Path, url: str | None = None, md5: str | None = AN4_MD5) -> Path:
+    """Download and extract the AN4 tarball into `target`; return the corpus folder `target/an4`.
+
+    The download resumes an interrupted one (`download_file`) and checks `md5` when one is given
+    (`url` replaces the CMU address, e.g. for a mirror). With no published checksum, the content
+    is checked instead (`verify_an4`): every utterance the corpus lists must have its audio file.
+    """
     target = Path(target)
-    archive = download_file(AN4_URL, target / "an4_sphere.tar.gz", AN4_MD5)
+    archive = download_file(url or AN4_URL, target / "an4_sphere.tar.gz", md5)
     safe_extract(archive, target)
     corpus = target / "an4"
     if not (corpus / "etc").is_dir():
         raise DataPrepError(f"{archive}: extracted, but {corpus / 'etc'} is missing")
+    verify_an4(corpus, archive)
     return corpus
+
+
+def verify_an4(corpus: Path, archive: Path | None = None) -> int:
+    """Check that every file id of `etc/an4_{train,test}.fileids` has its audio; return how many.
+
+    Raises DataPrepError naming the corpus (and `archive`, if given) and the first missing file.
+    """
+    listed = [fileid for part in PART_DIRS for fileid in read_fileids(corpus / "etc" / f"an4_{part}.fileids").values()]
+    if not listed:
+        raise DataPrepError(f"{corpus}: no etc/an4_train.fileids or an4_test.fileids to check the audio against")
+    missing = [fileid for fileid in listed
+               if not any((corpus / "wav" / f"{fileid}{suffix}").is_file() for suffix in AUDIO_SUFFIXES)]
+    if missing:
+        source = f" (extracted from {archive}: remove both to download again)" if archive else ""
+        raise DataPrepError(f"{corpus}{source}: {len(missing)} of {len(listed)} listed recordings are missing, "
+                            f"e.g. wav/{missing[0]}")
+    return len(listed)
 
 
 def read_transcription(path: Path) -> list[tuple[str, str]]:
@@ -138,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.an4", description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, help="the an4/ folder (with etc/ and wav/)")
     parser.add_argument("--download", type=Path, metavar="DIR", help="download and extract AN4 into DIR first")
+    parser.add_argument("--url", help=f"tarball URL, e.g. a mirror (default {AN4_URL})")
     parser.add_argument("--out", type=Path, required=True, help="folder for the an4_<part>.tsv manifests")
     parser.add_argument("--parts", nargs="+", default=["train"], help="parts to prepare (train, test)")
     parser.add_argument("--jobs", type=int, default=1, help="processes reading audio headers")
@@ -145,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> None:
         if args.download is None and args.corpus is None:
             raise DataPrepError("give --corpus DIR or --download DIR")
-        corpus = download_an4(args.download) if args.download is not None else args.corpus
+        corpus = download_an4(args.download, args.url) if args.download is not None else args.corpus
         for part, path in prepare_an4(corpus, args.out, args.parts, args.jobs).items():
             print(f"{part}\t{path}")
 

@@ -575,6 +575,53 @@ def test_prepare_an4_reads_sphere_files(shared_data: Path, tmp_path: Path) -> No
     assert utt.duration_s == pytest.approx(len(audio) / rate, abs=1e-3)
 
 
+AN4_CLIPS = REPO / "tests" / "data" / "an4"  # real AN4 clips of speaker mblw (FLAC)
+
+
+def _an4_tarball(drop: str | None = None) -> bytes:
+    """An AN4-layout .tar.gz from the real clips in tests/data: etc/ lists and wav/an4_clstk/mblw/*.flac,
+    without the audio of utterance `drop` (a damaged archive)."""
+    clips = sorted(AN4_CLIPS.glob("*.flac"))
+    fileids = "".join(f"an4_clstk/mblw/{clip.stem}\n" for clip in clips)
+    transcription = "".join(f"<s> YES </s> ({clip.stem})\n" for clip in clips)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in [("an4/etc/an4_train.fileids", fileids.encode()),
+                           ("an4/etc/an4_train.transcription", transcription.encode()),
+                           *[(f"an4/wav/an4_clstk/mblw/{clip.name}", clip.read_bytes())
+                             for clip in clips if clip.stem != drop]]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_download_an4_resumes_checks_and_prepares(server: ServerState, tmp_path: Path) -> None:
+    data = _an4_tarball()
+    server.files["/an4_sphere.tar.gz"] = data
+    url = f"{server.base_url}/an4_sphere.tar.gz"
+    (tmp_path / "an4_sphere.tar.gz.part").write_bytes(data[:500])  # left by an interrupted run
+    server.cuts = [len(data) // 2]  # and this run's connection drops once too
+    corpus = an4.download_an4(tmp_path, url, md5=_md5(data))
+    assert server.requests == [("/an4_sphere.tar.gz", "bytes=500-"),
+                               ("/an4_sphere.tar.gz", f"bytes={500 + len(data) // 2}-")]
+    assert corpus == tmp_path / "an4" and an4.verify_an4(corpus) == len(list(AN4_CLIPS.glob("*.flac")))
+    utts = read_manifest(an4.prepare_an4(corpus, tmp_path / "out")["train"], check_audio=True)
+    assert {u.speaker for u in utts} == {"mblw"} and len(utts) == an4.verify_an4(corpus)
+    an4.download_an4(tmp_path, url, md5=_md5(data))  # the archive is there: nothing is fetched again
+    assert len(server.requests) == 2
+
+
+def test_download_an4_refuses_a_bad_checksum_or_missing_audio(server: ServerState, tmp_path: Path) -> None:
+    server.files["/an4_sphere.tar.gz"] = _an4_tarball()
+    url = f"{server.base_url}/an4_sphere.tar.gz"
+    with pytest.raises(DownloadError, match="MD5 mismatch"):
+        an4.download_an4(tmp_path / "a", url, md5="0" * 32)
+    server.files["/an4_sphere.tar.gz"] = _an4_tarball(drop="an2-mblw-b")
+    with pytest.raises(DataPrepError, match=r"1 of \d+ listed recordings are missing, e\.g\. wav/an4_clstk/mblw/an2-mblw-b"):
+        an4.download_an4(tmp_path / "b", url)
+
+
 def test_prepare_fsdd_shared(shared_data: Path, tmp_path: Path) -> None:
     manifest = fsdd.prepare_fsdd(shared_data / "fsdd", tmp_path)
     utts = read_manifest(manifest, check_audio=True)
