@@ -15,10 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import librosa
 import numpy as np
-import scipy.fft
-import scipy.signal
 import torch
 from torch import nn
 
@@ -43,6 +40,34 @@ class FeatureConfig:
         return asdict(self)
 
 
+def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Inverse of `hz_to_slaney_mel`."""
+    mels = np.asarray(mels, dtype=np.float64)
+    return np.where(mels >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels - 15.0)), (200.0 / 3) * mels)
+
+
+def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """(n_mels, n_fft/2 + 1) float32 triangular filters, area-normalised ("slaney"): the values of
+    `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)` computed here, so that building the front end
+    does not import librosa's signal-processing stack (about a second of every command's start)."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)  # (F,)
+    edges = slaney_mel_to_hz(np.linspace(hz_to_slaney_mel(f_min), hz_to_slaney_mel(f_max), n_mels + 2))  # (M+2,)
+    widths = np.diff(edges)  # (M+1,)
+    ramps = edges[:, None] - fft_freqs[None, :]  # (M+2, F)
+    rising = -ramps[:-2] / widths[:-1, None]  # (M, F)
+    falling = ramps[2:] / widths[1:, None]  # (M, F)
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
 def num_frames(num_samples: torch.Tensor | int, hop_length: int = HOP_LENGTH) -> torch.Tensor | int:
     """Frames produced by a centred STFT for `num_samples` samples."""
     return num_samples // hop_length + 1
@@ -55,7 +80,7 @@ class LogMel(nn.Module):
         super().__init__()
         self.config = config or FeatureConfig()
         c = self.config
-        mel = librosa.filters.mel(sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.f_min, fmax=c.f_max)
+        mel = slaney_mel_filters(c.sample_rate, c.n_fft, c.n_mels, c.f_min, c.f_max)  # (M, F)
         self.register_buffer("mel_basis", torch.from_numpy(mel.T.astype(np.float32)), persistent=False)  # (F, M)
         self.register_buffer("window", torch.hann_window(c.win_length, periodic=True), persistent=False)
         freqs = torch.linspace(0, c.sample_rate / 2, c.n_fft // 2 + 1)
@@ -94,6 +119,8 @@ class LogMel(nn.Module):
 
 def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
     """(n_in, n_out) orthonormal DCT-II basis: `feats @ dct_matrix(80, 13)` keeps the first 13 cepstra."""
+    import scipy.fft  # imported here: the recognizer itself does not need scipy
+
     basis = scipy.fft.dct(np.eye(n_in), type=2, norm="ortho", axis=0)[:n_out]  # (n_out, n_in)
     return torch.from_numpy(np.ascontiguousarray(basis.T).astype(np.float32))
 
@@ -124,6 +151,8 @@ def deltas(feats: torch.Tensor, lengths: torch.Tensor, width: int = 9, order: in
         raise ValueError(f"width must be odd and at least 3, got {width}")
     if order < 1 or order >= width:
         raise ValueError(f"order must be in 1..{width - 1}, got {order}")
+    import scipy.signal  # imported here: the recognizer itself does not need scipy
+
     weights = scipy.signal.savgol_coeffs(width, polyorder=order, deriv=order, use="dot")  # (W,), over t-half..t+half
     half = width // 2
     frames = torch.arange(feats.shape[1], device=feats.device)  # (T,)

@@ -215,3 +215,16 @@ def test_deltas_match_librosa_per_utterance_in_a_batch(waves, width, order):
     for bad in ({"width": 4}, {"width": 1}, {"width": 5, "order": 5}):
         with pytest.raises(ValueError):
             deltas(flat, torch.tensor([20]), **bad)
+
+
+@pytest.mark.parametrize("args", [(16000, 512, 80, 20.0, 7600.0), (8000, 256, 40, 0.0, 4000.0),
+                                  (22050, 2048, 128, 0.0, 11025.0), (16000, 400, 23, 133.0, 6955.0)])
+def test_mel_filters_are_librosas(args):
+    """Our Slaney filterbank (no librosa import at start-up) equals librosa.filters.mel."""
+    from asr.features import slaney_mel_filters
+
+    rate, n_fft, n_mels, f_min, f_max = args
+    ours = slaney_mel_filters(rate, n_fft, n_mels, f_min, f_max)
+    ref = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-7)
