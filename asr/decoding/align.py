@@ -2,16 +2,17 @@
 
 The trellis is the usual CTC one over the blank-extended target `_ y1 _ y2 _ ... yL _`
 (2L + 1 states). From state s a frame may stay in s, move to s + 1, or skip the blank between
-two *different* labels (s -> s + 2). The Viterbi recursion runs in numba; torchaudio is only
-used, lazily, by :func:`torchaudio_forced_align` for cross-checks.
+two *different* labels (s -> s + 2). The Viterbi recursion runs in numba, compiled on first use
+(numba is imported then, not with this module, so that commands needing no alignment start faster);
+torchaudio is only used, lazily, by :func:`torchaudio_forced_align` for cross-checks.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numba
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,9 +21,18 @@ if TYPE_CHECKING:  # pragma: no cover
 _NEG_INF = -np.inf
 
 
-@numba.njit(cache=True)
+@functools.cache
+def _viterbi_kernel():
+    """`_viterbi` compiled by numba (cached on disk like the other kernels); built on first use."""
+    import numba
+
+    return numba.njit(cache=True)(_viterbi)
+
+
 def _viterbi(log_probs: np.ndarray, targets: np.ndarray, blank: int) -> tuple[np.ndarray, float]:
-    """Best CTC path. log_probs (T, V) float32, targets (L,) int64 -> (path (T,) int64, score)."""
+    """Best CTC path. log_probs (T, V) float32, targets (L,) int64 -> (path (T,) int64, score).
+
+    Plain Python as written; `_viterbi_kernel()` is the compiled version that callers run."""
     n_frames = log_probs.shape[0]
     n_states = 2 * targets.shape[0] + 1
     ext = np.full(n_states, blank, dtype=np.int64)  # (S,) label of each trellis state
@@ -87,7 +97,7 @@ def _check_inputs(log_probs: np.ndarray, targets: np.ndarray, blank: int) -> tup
 def ctc_forced_align_with_score(log_probs: np.ndarray, targets: np.ndarray, blank: int = 0) -> tuple[np.ndarray, float]:
     """Like :func:`ctc_forced_align`, also returning the path's total log-score."""
     log_probs, targets = _check_inputs(log_probs, targets, blank)
-    path, score = _viterbi(log_probs, targets, blank)
+    path, score = _viterbi_kernel()(log_probs, targets, blank)
     if not np.isfinite(score):
         raise ValueError("no CTC alignment with a finite score (the emissions rule out every valid path)")
     return path, float(score)
