@@ -59,9 +59,7 @@ word, so nothing returns to Python per frame.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +67,7 @@ import numba
 import numpy as np
 
 from asr.decoding.lm import NGramLM, lm_advance
+from asr.decoding.threads import default_threads, map_utterances
 
 LN10 = math.log(10.0)
 # Columns of the int64 node table.
@@ -475,7 +474,7 @@ class BeamSearchDecoder:
             None (default) = "max" for beam_size 1, so that beam width 1 is exactly greedy decoding
             (without an LM), else "sum".
         num_threads: utterances of a batch searched at once, each in its own thread (the numba core
-            releases the GIL); None = torch's thread count (`torch.set_num_threads`), else the CPU count.
+            releases the GIL); None = torch's thread count (`torch.set_num_threads`).
             Results do not depend on it.
     """
 
@@ -582,22 +581,11 @@ class BeamSearchDecoder:
             lens = [lp.shape[1]] * lp.shape[0]
         else:
             lens = [int(x) for x in (lengths.tolist() if hasattr(lengths, "tolist") else lengths)]
-        threads = min(self.threads(), lp.shape[0])
-        if threads <= 1:
-            return [self.search(lp[b, : lens[b]])[:n] for b in range(lp.shape[0])]
-        with ThreadPoolExecutor(max_workers=threads) as pool:  # each search runs its numba core without the GIL
-            return list(pool.map(lambda b: self.search(lp[b, : lens[b]])[:n], range(lp.shape[0])))
+        return map_utterances(lambda b: self.search(lp[b, : lens[b]])[:n], lp.shape[0], self.threads())
 
     def threads(self) -> int:
         """How many utterances `decode_nbest` searches at once (see `num_threads`)."""
-        if self.num_threads is not None:
-            return self.num_threads
-        try:
-            import torch
-
-            return torch.get_num_threads()
-        except ImportError:  # pragma: no cover - torch is a dependency; numpy-only callers still work
-            return os.cpu_count() or 1
+        return self.num_threads if self.num_threads is not None else default_threads()
 
     def decode(self, log_probs: Any, lengths: Any = None) -> list[str]:
         """(B, T, V) log-probs and (B,) lengths -> the best text per utterance."""

@@ -26,7 +26,6 @@ transcripts' vocabulary stored in the assets (``--lexicon``: the LM's vocabulary
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import torch
 
 from asr.checkpoint import CheckpointError
 from asr.decoding.align import WordSpan, align_words
+from asr.decoding.threads import map_utterances
 from asr.hybrid.model import HybridAssets, HybridModel, encoder_fingerprint
 from asr.hybrid.viterbi import ViterbiDecoder, ViterbiResult, build_graph
 
@@ -77,15 +77,8 @@ class HybridDecoder:
     def decode_results(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[ViterbiResult]:
         """(B, T, V[+S]) log-probs and (B,) lengths → one ViterbiResult (words, frames, score) each."""
         lp = log_probs.detach().float().cpu().numpy()
-        threads = min(torch.get_num_threads(), lp.shape[0])
-
-        def one(b: int) -> ViterbiResult:
-            return self.viterbi.decode(self.emission_scores(lp[b, : int(lengths[b])]))
-
-        if threads <= 1:
-            return [one(b) for b in range(lp.shape[0])]
-        with ThreadPoolExecutor(max_workers=threads) as pool:  # the numba Viterbi runs without the GIL
-            return list(pool.map(one, range(lp.shape[0])))
+        return map_utterances(lambda b: self.viterbi.decode(self.emission_scores(lp[b, : int(lengths[b])])),
+                              lp.shape[0])
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         return [" ".join(r.words) for r in self.decode_results(log_probs, lengths)]
