@@ -96,11 +96,11 @@ def compute_log_probs(transcriber, paths: Sequence[str | os.PathLike], batch_sec
     from asr.transcribe import band_cutoff
 
     waves = [load_audio(p) for p in paths]
-    return _batched_log_probs(transcriber, waves, [band_cutoff(p) for p in paths], batch_seconds)
+    return batched_log_probs(transcriber, waves, [band_cutoff(p) for p in paths], batch_seconds)
 
 
-def _batched_log_probs(transcriber, waves: Sequence[np.ndarray], cutoffs: Sequence[float],
-                       batch_seconds: float) -> list[np.ndarray]:
+def batched_log_probs(transcriber, waves: Sequence[np.ndarray], cutoffs: Sequence[float],
+                      batch_seconds: float = 100.0) -> list[np.ndarray]:
     """(T'_i, V) log-probs of 16 kHz waves, in input order; batches of similar length, each at most
     `batch_seconds` of padded audio (a longer wave is a batch of its own)."""
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
@@ -144,7 +144,7 @@ def compute_piece_log_probs(transcriber, paths: Sequence[str | os.PathLike], bat
         pieces += [piece.wave for piece in found]
         cutoffs += [band_cutoff(path)] * len(found)
         owners += [len(files) - 1] * len(found)
-    for i, log_probs in enumerate(_batched_log_probs(transcriber, pieces, cutoffs, batch_seconds)):
+    for i, log_probs in enumerate(batched_log_probs(transcriber, pieces, cutoffs, batch_seconds)):
         files[owners[i]].log_probs.append(log_probs)
     return files
 
@@ -284,9 +284,10 @@ def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | 
     from asr.manifest import read_manifest
     from asr.text import normalize_text
 
-    if lexicon and list(oov_penalties) != [None]:
+    tunes_oov = list(oov_penalties) != [None]
+    if lexicon and tunes_oov:
         raise ValueError("an OOV penalty applies to the open-vocabulary search: the lexicon mode outputs no OOV word")
-    if not lm_path and list(oov_penalties) != [None]:
+    if not lm_path and tunes_oov:
         raise ValueError("an OOV penalty needs an LM: without one no word is out of vocabulary")
     started = time.perf_counter()
     utterances = read_manifest(manifest, check_audio=True)
@@ -305,7 +306,7 @@ def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | 
         baseline = dict(zip(("greedy_wer", "greedy_cer"), score_texts(refs, hyps)))
     info = {"manifest": str(manifest), "utterances": len(refs), "wer": round(best.wer, 3), "cer": round(best.cer, 3),
             **{k: round(v, 3) for k, v in baseline.items()}, "alphas": list(alphas), "betas": list(betas),
-            **({"oov_penalties": list(oov_penalties)} if list(oov_penalties) != [None] else {}),
+            **({"oov_penalties": list(oov_penalties)} if tunes_oov else {}),
             "seconds": round(time.perf_counter() - started, 1)}
     settings = DecodeSettings(lm=str(lm_path) if lm_path else None, beam=beam, alpha=best.alpha, beta=best.beta,
                               lexicon=lexicon, oov_penalty=best.oov_penalty, tuned=info)

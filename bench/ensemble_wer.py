@@ -2,7 +2,7 @@
 
     python bench/ensemble_wer.py --manifest exp/default/data/an4/dev_tune.tsv --model A.pt --model B.pt [--pad 0.25]
 
-Every model reads the same files (decoded whole, in batches, as bench/padded_wer.py does) through its
+Every model reads the same files (decoded whole, in length-sorted batches as `asr tune` does) through its
 own log-mel front end and CMVN. The ensemble's output per frame is the log of the mean of the members'
 probabilities, decoded greedily like one model's. Members must share the tokenizer and the frame rate.
 With `--pad S`, each file first gets S seconds of white noise 45 dB below its RMS on both sides, the
@@ -31,16 +31,12 @@ from asr.manifest import read_manifest  # noqa: E402
 from asr.metrics import error_counts  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 from asr.transcribe import GreedyDecoder, Transcriber, band_cutoff  # noqa: E402
+from asr.tune import batched_log_probs  # noqa: E402
 
 
-def member_log_probs(transcriber: Transcriber, waves: list[np.ndarray], cutoffs: list[float],
-                     batch: int = 50) -> list[torch.Tensor]:
-    """Each wave's (T'_i, V) log-probs from one model, decoded in batches."""
-    out: list[torch.Tensor] = []
-    for start in range(0, len(waves), batch):
-        log_probs, lengths = transcriber.log_probs(waves[start:start + batch], cutoffs[start:start + batch])
-        out += [log_probs[i, : lengths[i]] for i in range(len(lengths))]
-    return out
+def member_log_probs(transcriber: Transcriber, waves: list[np.ndarray], cutoffs: list[float]) -> list[torch.Tensor]:
+    """Each wave's (T'_i, V) log-probs from one model."""
+    return [torch.from_numpy(lp) for lp in batched_log_probs(transcriber, waves, cutoffs)]
 
 
 def posterior_average(per_member: list[list[torch.Tensor]]) -> list[torch.Tensor]:
