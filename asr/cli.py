@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asr.fileio import atomic_write_text
+from asr.formats import DOCUMENT_FORMATS, EXTENSIONS, format_transcript
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -24,41 +25,6 @@ class UserError(ValueError):
 
 def error(message: str) -> None:
     print(f"asr: error: {message}", file=sys.stderr)
-
-
-def srt_time(seconds: float) -> str:
-    """Seconds → `HH:MM:SS,mmm`."""
-    millis = int(round(seconds * 1000))
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
-
-
-def to_srt(transcript, max_words: int = 10, max_seconds: float = 6.0) -> str:
-    """Group timed words into numbered subtitle cues."""
-    cues, current = [], []
-    for word in transcript.words:
-        if current and (len(current) >= max_words or word.end - current[0].start > max_seconds):
-            cues.append(current)
-            current = []
-        current.append(word)
-    if current:
-        cues.append(current)
-    if not cues and transcript.text:
-        return f"1\n{srt_time(0)} --> {srt_time(transcript.duration)}\n{transcript.text}\n"
-    blocks = [f"{n}\n{srt_time(c[0].start)} --> {srt_time(c[-1].end)}\n{' '.join(w.word for w in c)}\n"
-              for n, c in enumerate(cues, start=1)]
-    return "\n".join(blocks)
-
-
-def format_transcript(transcript, fmt: str) -> str:
-    """Render one Transcript as text (`path<TAB>text`), one JSON line, or SRT."""
-    if fmt == "jsonl":
-        return json.dumps(transcript.to_json()) + "\n"
-    if fmt == "srt":
-        return to_srt(transcript)
-    return f"{transcript.path}\t{transcript.text}\n"
 
 
 def beam_settings(args: argparse.Namespace, model_path: Path):
@@ -218,10 +184,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         except AudioError as exc:
             error(str(exc))
             failed += 1
-    if args.format == "srt" and not args.output_dir and len(paths) > 1:
-        raise UserError(f"--format srt writes one subtitle file per input: give --output-dir DIR for these "
+    if args.format in DOCUMENT_FORMATS and not args.output_dir and len(paths) > 1:
+        raise UserError(f"--format {args.format} writes one subtitle file per input: give --output-dir DIR for these "
                         f"{len(paths)} files")
-    extension = {"text": "txt", "jsonl": "json", "srt": "srt"}[args.format]
+    extension = EXTENSIONS[args.format]
     if args.output_dir:
         try:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -404,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or directories (walked recursively)")
     add_model_args(p)
     add_decoder_args(p)
-    p.add_argument("--format", choices=["text", "jsonl", "srt"], default="text")
+    p.add_argument("--format", choices=list(EXTENSIONS), default="text",
+                   help="text: path<TAB>text; jsonl: text, duration and timed words; srt/vtt: subtitles (one file "
+                        "per input); ctm: one line per timed word (NIST/Kaldi scoring)")
     p.add_argument("--output-dir", help="write one file per input here (atomically) instead of stdout")
     p.set_defaults(func=cmd_transcribe)
 
@@ -461,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that register more sub-commands through `add_parsers(subparsers)`.
-EXTRA_COMMANDS: list[str] = ["asr.search.cli"]
+EXTRA_COMMANDS: list[str] = ["asr.search.cli", "asr.model_cli"]
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

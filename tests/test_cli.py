@@ -99,6 +99,31 @@ def test_transcribe_srt(capsys, overfit_model):
     assert close_to(UTTS[CLIP.name].text, " ".join(words))
 
 
+def test_transcribe_vtt_and_ctm_agree_with_jsonl(capsys, overfit_model):
+    """WebVTT cues and CTM lines carry the same words and times as the jsonl output of the same run."""
+    code, out, err = run_cli(capsys, "transcribe", "--model", overfit_model, "--format", "jsonl", CLIP)
+    assert code == 0, err
+    words = json.loads(out)["words"]
+    assert words
+    code, vtt, err = run_cli(capsys, "transcribe", "--model", overfit_model, "--format", "vtt", CLIP)
+    assert code == 0, err
+    header, *cues = vtt.split("\n\n")
+    assert header == "WEBVTT"
+    timing, text = cues[0].splitlines()
+    assert timing == f"00:00:{words[0]['start']:06.3f} --> 00:00:{words[-1]['end']:06.3f}"
+    assert text == " ".join(w["word"] for w in words)
+    code, ctm, err = run_cli(capsys, "transcribe", "--model", overfit_model, "--format", "ctm", CLIP, CLIP)
+    assert code == 0, err  # CTM is a stream of lines: several files may go to stdout
+    rows = [line.split() for line in ctm.splitlines()]
+    assert len(rows) == 2 * len(words)
+    for row, word in zip(rows, words + words):
+        recording, channel, start, duration, token, conf = row
+        assert (recording, channel, token) == (CLIP.stem, "1", word["word"])
+        assert float(start) == pytest.approx(word["start"], abs=1e-3)
+        assert float(start) + float(duration) == pytest.approx(word["end"], abs=2e-3)
+        assert float(conf) == pytest.approx(word["conf"], abs=1e-3)
+
+
 def test_transcribe_output_dir(capsys, overfit_model, tmp_path):
     out_dir = tmp_path / "out"
     paths = [DATA / "an4" / "an3-mblw-b.flac", DATA / "an4" / "an4-mblw-b.flac"]
