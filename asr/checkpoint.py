@@ -59,12 +59,25 @@ def build_state(model: BiLSTMCTC, tokenizer: CharTokenizer, feature_config: Feat
     return state
 
 
-def verify_archive(path: Path) -> None:
+ZIP_MAGIC = b"PK\x03\x04"  # how every file torch.save writes begins
+
+
+def verify_archive(path: Path, what: str = "checkpoint") -> None:
     """Check the CRC-32 of every member of a zip-format checkpoint (torch.load does not).
 
     A flipped bit inside the weights otherwise loads silently as a slightly different model.
-    Files that are not zip archives are left to torch.load to reject.
+    An empty file, or one that does not start like a zip archive, is not a `what` at all: said in one line.
+    A damaged archive is left to torch.load to reject.
     """
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if not magic:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a {what}")
+    if magic != ZIP_MAGIC:
+        raise CheckpointError(f"{path}: not a {what} file (not a PyTorch zip archive)")
     try:
         if not zipfile.is_zipfile(path):
             return
@@ -82,7 +95,7 @@ def load_verified(path: str | os.PathLike, what: str = "checkpoint"):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such {what} file")
-    verify_archive(path)
+    verify_archive(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -143,8 +156,18 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
 
 def average_checkpoints(paths: list[Path]) -> dict:
-    """Element-wise mean of the weights of several checkpoints of one model (first one's metadata)."""
+    """Element-wise mean of the weights of several checkpoints of one model (first one's metadata).
+
+    CheckpointError if there are none, or if one differs from the first in architecture or symbols.
+    """
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
     states = [read_checkpoint(p) for p in paths]
+    for path, state in zip(paths[1:], states[1:]):
+        for key in ("model_config", "tokenizer", "feature_config"):
+            if state[key] != states[0][key]:
+                raise CheckpointError(f"{path}: its {key.replace('_', ' ')} differs from {paths[0]}'s: "
+                                      "only checkpoints of one model can be averaged")
     averaged = dict(states[0])
     averaged.pop("training_state", None)
     mean: dict[str, torch.Tensor] = {}

@@ -65,7 +65,7 @@ if want_stage 4 "greedy decode of the dev sets"; then
 fi
 
 if want_stage 5 "export the bundled model"; then
-  python -c "from asr.checkpoint import export_for_inference as e; e('$final', 'asr/pretrained/model.pt')"
+  python -m asr model export "$final" -o asr/pretrained/model.pt
   ls -l asr/pretrained/model.pt >&2
 fi
 

@@ -59,12 +59,7 @@ for a in $an4_seeds; do
       --set "data.dev={an4: $exp/data/an4/dev_tune.tsv}" & pids+=($!)
   done
   wait_all "${pids[@]}"
-  python - "$exp/a$a/soup.pt" $(for f in $ft_seeds; do echo "$exp/a$a/ft$f/avg.pt"; done) <<'PY'
-import sys
-from pathlib import Path
-from asr.checkpoint import atomic_torch_save, average_checkpoints
-atomic_torch_save(average_checkpoints([Path(p) for p in sys.argv[2:]]), sys.argv[1])
-PY
+  python -m asr model average -o "$exp/a$a/soup.pt" $(for f in $ft_seeds; do echo "$exp/a$a/ft$f/avg.pt"; done)
 done
 
 score() {  # score NAME MODEL OUT_TXT: greedy errors on dev_tune + FSDD dev, and FSDD dev padded
