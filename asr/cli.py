@@ -329,9 +329,9 @@ TRAIN_TASKS = {"ctc": None, "hybrid": "asr.hybrid.train", "autoencoder": "asr.se
 def cmd_train(args: argparse.Namespace) -> int:
     from asr.train import TrainConfig, train
 
-    task = config_task(args.config)
-    if TRAIN_TASKS[task] is not None:
-        return importlib.import_module(TRAIN_TASKS[task]).train_from_args(args)
+    module = TRAIN_TASKS[config_task(args.config)]
+    if module is not None:
+        return importlib.import_module(module).train_from_args(args)
     config = TrainConfig.from_yaml(args.config, args.set or ())
     if args.out_dir:
         config.out_dir = args.out_dir

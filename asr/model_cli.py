@@ -42,8 +42,8 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
     state = read_checkpoint(path)
     loaded = model_from_state(state, path)  # checks that the weights fit the config and are finite
     info = state["info"]
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    config: dict = info["config"] if isinstance(info.get("config"), dict) else {}
+    data: dict = config["data"] if isinstance(config.get("data"), dict) else {}
     return {
         "path": str(path),
         "bytes": path.stat().st_size,

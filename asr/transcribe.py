@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -173,7 +173,7 @@ class Transcriber:
         return [Transcript(name, text, len(wave) / SAMPLE_RATE, words)
                 for name, wave, (text, words) in zip(names, waves, decoded)]
 
-    def transcribe_files(self, paths: list[str | os.PathLike], with_words: bool = True
+    def transcribe_files(self, paths: Sequence[str | os.PathLike], with_words: bool = True
                          ) -> Iterator[Transcript | AudioError]:
         """Yield a Transcript or an AudioError per path, in input order; bad files never stop the rest.
 
@@ -201,6 +201,7 @@ class Transcriber:
         else:
             name = "<array>"
             wave = to_model_rate(audio, sample_rate, name)  # (N,) float32 at 16 kHz
+            assert sample_rate is not None  # to_model_rate refused a missing rate
             cutoff = sample_rate / 2 if sample_rate < SAMPLE_RATE else 0.0
             [result] = self._transcribe_sources([(name, cutoff, lambda: [wave])], with_words)
         if isinstance(result, AudioError):
