@@ -8,7 +8,9 @@ features carries `feats`/`feat_lengths` and an empty `waves`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -54,15 +56,17 @@ class Batch:
     feat_lengths: torch.Tensor | None = None  # (B,) frames
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(self.utt_ids, move(self.waves), move(self.wave_lengths), move(self.targets),
-                     move(self.target_lengths), move(self.cutoff_hz), move(self.feats), move(self.feat_lengths))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies, so `to(cuda, non_blocking=True)` overlaps with compute (DataLoader hook)."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(self.utt_ids, pin(self.waves), pin(self.wave_lengths), pin(self.targets), pin(self.target_lengths),
-                     pin(self.cutoff_hz), pin(self.feats), pin(self.feat_lengths))
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Batch":
+        """A copy with `fn` applied to every tensor (an absent `feats`/`feat_lengths` stays None)."""
+        return Batch(self.utt_ids, fn(self.waves), fn(self.wave_lengths), fn(self.targets), fn(self.target_lengths),
+                     fn(self.cutoff_hz), None if self.feats is None else fn(self.feats),
+                     None if self.feat_lengths is None else fn(self.feat_lengths))
 
 
 class SpeechDataset(Dataset):
@@ -122,10 +126,11 @@ class SpeechDataset(Dataset):
         return Example(utt.utt_id, wave, self.targets[index], cutoff)
 
 
-def collate(examples: list[Example] | list[FeatureExample]) -> Batch:
-    """Pad waveforms (or cached features) and concatenate targets."""
+def collate(examples: Sequence[Example | FeatureExample]) -> Batch:
+    """Pad waveforms (or cached features) and concatenate targets; all examples are of one kind."""
     if examples and isinstance(examples[0], FeatureExample):
-        return collate_features(examples)
+        return collate_features(cast("Sequence[FeatureExample]", examples))
+    examples = cast("Sequence[Example]", examples)  # one kind: that of the first
     wave_lengths = torch.tensor([len(e.wave) for e in examples], dtype=torch.long)
     waves = torch.zeros(len(examples), int(wave_lengths.max()))
     for i, e in enumerate(examples):
@@ -136,7 +141,7 @@ def collate(examples: list[Example] | list[FeatureExample]) -> Batch:
     return Batch([e.utt_id for e in examples], waves, wave_lengths, targets, target_lengths, cutoff)
 
 
-def collate_features(examples: list[FeatureExample]) -> Batch:
+def collate_features(examples: Sequence[FeatureExample]) -> Batch:
     """Pad cached log-mel frames into (B, T_max, D) float32 and concatenate targets."""
     feat_lengths = torch.tensor([len(e.feats) for e in examples], dtype=torch.long)
     dim = examples[0].feats.shape[1]

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import librosa
 import numpy as np
@@ -103,10 +103,16 @@ def plan_shards(items: list[_Item], jobs: int, shard_hours: float) -> list[list[
     return [shard for shard in shards if shard]
 
 
-_progress: "multiprocessing.Queue[int] | None" = None
+class _ProgressChannel(Protocol):
+    """Where workers report finished utterances: a `multiprocessing` queue, or a `queue.SimpleQueue` in-process."""
+
+    def put(self, item: int, /) -> None: ...
 
 
-def _init_worker(progress: "multiprocessing.Queue[int] | None") -> None:
+_progress: _ProgressChannel | None = None
+
+
+def _init_worker(progress: _ProgressChannel | None) -> None:
     """Worker start-up: one torch thread (the workers are the parallelism) and the progress queue."""
     global _progress
     _progress = progress
@@ -130,10 +136,12 @@ def _write_shard(task: tuple[int, str, list[_Item], dict, float]) -> dict:
         if _progress is not None:
             _progress.put(len(chunk))
         start = stop
-    frames = np.array([len(f) for f in feats], dtype=np.int64)
+    arrays = [f for f in feats if f is not None]
+    assert len(arrays) == len(items)  # `order` visits every item once
+    frames = np.array([len(f) for f in arrays], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
     name = f"shard-{number:05d}"
-    _atomic_save(Path(folder) / f"{name}.npy", lambda handle: np.save(handle, np.concatenate(feats)))
+    _atomic_save(Path(folder) / f"{name}.npy", lambda handle: np.save(handle, np.concatenate(arrays)))
     _atomic_save(Path(folder) / f"{name}.index.npz", lambda handle: np.savez(
         handle, utt_id=np.array([item.utt_id for item in items]), speed=np.array([item.speed for item in items],
                                                                                  dtype=np.float32),
@@ -215,7 +223,7 @@ def _run_tasks(tasks: list[tuple], jobs: int, total: int, progress: bool) -> lis
     try:
         if jobs <= 1 or len(tasks) == 1:
             channel: "queue.SimpleQueue[int]" = queue.SimpleQueue()
-            _init_worker(channel)  # type: ignore[arg-type]
+            _init_worker(channel)
             results = []
             for task in tasks:
                 results.append(_write_shard(task))
@@ -223,27 +231,28 @@ def _run_tasks(tasks: list[tuple], jobs: int, total: int, progress: bool) -> lis
                     bar.update(channel.get())
             return results
         context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
-        channel = context.Queue()
+        shared: "multiprocessing.Queue[int]" = context.Queue()
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_init_worker,
-                                 initargs=(channel,)) as pool:
+                                 initargs=(shared,)) as pool:
             futures = [pool.submit(_write_shard, task) for task in tasks]
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2)
-                _drain(channel, bar)
+                _drain(shared, bar)
                 for future in done:
-                    if future.exception() is not None:  # fail now, not after every other shard
+                    error = future.exception()
+                    if error is not None:  # fail now, not after every other shard
                         for other in pending:
                             other.cancel()
-                        raise future.exception()
-            _drain(channel, bar)
+                        raise error
+            _drain(shared, bar)
             return [future.result() for future in futures]
     finally:
         _init_worker(None)
         bar.close()
 
 
-def _drain(channel, bar: tqdm) -> None:
+def _drain(channel: "multiprocessing.Queue[int]", bar: tqdm) -> None:
     """Move every progress count waiting in `channel` onto the bar."""
     while True:
         try:

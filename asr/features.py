@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ class FeatureConfig:
         return asdict(self)
 
 
-def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_slaney_mel(hz: npt.ArrayLike) -> np.ndarray:
     """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / (200.0 / 3)
@@ -48,7 +50,7 @@ def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= 1000.0, log_part, linear)
 
 
-def slaney_mel_to_hz(mels: np.ndarray) -> np.ndarray:
+def slaney_mel_to_hz(mels: npt.ArrayLike) -> np.ndarray:
     """Inverse of `hz_to_slaney_mel`."""
     mels = np.asarray(mels, dtype=np.float64)
     return np.where(mels >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels - 15.0)), (200.0 / 3) * mels)
@@ -68,6 +70,14 @@ def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float, 
     return weights.astype(np.float32)
 
 
+@overload
+def num_frames(num_samples: torch.Tensor, hop_length: int = HOP_LENGTH) -> torch.Tensor: ...
+
+
+@overload
+def num_frames(num_samples: int, hop_length: int = HOP_LENGTH) -> int: ...
+
+
 def num_frames(num_samples: torch.Tensor | int, hop_length: int = HOP_LENGTH) -> torch.Tensor | int:
     """Frames produced by a centred STFT for `num_samples` samples."""
     return num_samples // hop_length + 1
@@ -75,6 +85,10 @@ def num_frames(num_samples: torch.Tensor | int, hop_length: int = HOP_LENGTH) ->
 
 class LogMel(nn.Module):
     """Batched log-mel filterbank: (B, N) waveforms → (B, T, n_mels) features and (B,) frame counts."""
+
+    mel_basis: torch.Tensor  # buffers registered in __init__
+    window: torch.Tensor
+    bin_freqs: torch.Tensor
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         super().__init__()
@@ -128,6 +142,8 @@ def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
 class MFCC(nn.Module):
     """Batched MFCC: (B, N) waveforms → (B, T, n_ceps) cepstra of `LogMel`'s features, (B,) frame counts."""
 
+    dct: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, n_ceps: int = 13, config: FeatureConfig | None = None) -> None:
         super().__init__()
         self.logmel = LogMel(config)
@@ -174,6 +190,9 @@ class GlobalCMVN(nn.Module):
     With `mean_within_db` > 0 that mean is taken over the frames whose energy lies within that many
     dB of the utterance's loudest frame, so that pauses (silence, low noise) do not move it.
     """
+
+    mean: torch.Tensor  # buffers registered in __init__
+    inv_std: torch.Tensor
 
     def __init__(self, dim: int = N_MELS, utterance_mean: bool = False, mean_within_db: float = 0.0) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ def utterance_errors(ref: str, hyp: str, unit: Unit = "word") -> dict[str, int]:
         dict with int values: `substitutions`, `deletions`, `insertions`, `hits`,
         `errors` (S + D + I) and `ref_len` (reference words, or characters for unit="char").
     """
+    out: jiwer.WordOutput | jiwer.CharacterOutput
     if unit == "word":
         out = jiwer.process_words(ref, hyp)
     elif unit == "char":

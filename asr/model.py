@@ -88,6 +88,7 @@ def split_rnn(rnn: nn.LSTM | nn.GRU, layer: int) -> tuple[nn.LSTM | nn.GRU, nn.L
                       batch_first=True, **extra)
     for name, parameter in rnn.named_parameters():
         match = RNN_PARAMETER_NAME.match(name)
+        assert match is not None, f"unexpected RNN parameter name {name!r}"  # nn.LSTM/nn.GRU always match
         index = int(match["layer"])
         half, index = (lower, index) if index < layer else (upper, index - layer)
         setattr(half, f"{match['kind']}_l{index}{match['reverse'] or ''}", parameter)  # RNNBase updates its flat weights

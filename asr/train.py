@@ -327,6 +327,7 @@ def compute_cmvn(model: BiLSTMCTC, dataset: SpeechDataset | CachedFeatureDataset
 def frontend_features(frontend: LogMel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw log-mel (B, T, D) and frame lengths (B,): from the cache when the batch carries them, else LogMel."""
     if batch.feats is not None:
+        assert batch.feat_lengths is not None  # `collate_features` sets both
         return batch.feats, batch.feat_lengths
     return frontend(batch.waves, batch.wave_lengths, batch.cutoff_hz)
 
@@ -468,7 +469,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.best_wer = float("inf")
-        self.ddp_model = self.model
+        self.ddp_model: torch.nn.Module = self.model  # the model itself, or its DistributedDataParallel wrapper
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)

@@ -21,7 +21,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,9 @@ from asr.fileio import atomic_write_text
 from asr.metrics import error_counts
 
 if TYPE_CHECKING:
+    import torch
+
+    from asr.decoding.align import WordSpan
     from asr.segment import Span
 
 DEFAULT_BEAM, DEFAULT_ALPHA, DEFAULT_BETA = 16, 0.5, 1.0
@@ -164,7 +167,7 @@ def join_files(transcriber, files: Sequence[TuningFile], plain_texts: Sequence[s
     results = []
     for f in files:
         overlapping = [lp for span, lp in zip(f.spans, f.log_probs) if span.overlaps]
-        decoded = iter([])
+        decoded: Iterator[tuple[str, list[WordSpan]]] = iter([])
         if overlapping:
             batch, lengths = _stack(overlapping)  # (B, T', V)
             durations = [(span.end - span.start) / SAMPLE_RATE for span in f.spans if span.overlaps]
@@ -211,7 +214,7 @@ def grid_search(transcriber, files: Sequence[TuningFile], refs: Sequence[str], l
             for beta in betas:
                 trial.decoder = BeamSearchDecoder(transcriber.tokenizer, lm=lm, beam_size=beam, alpha=alpha, beta=beta,
                                                   lexicon=lexicon, oov_penalty=oov_penalty)
-                hyps = join_files(trial, files, trial.decoder.decode(*batch) if plain else [])
+                hyps = join_files(trial, files, trial.decoder.decode(*batch) if batch is not None else [])
                 wer, cer = score_texts(refs, hyps)
                 points.append(GridPoint(float(alpha), float(beta), wer, cer, oov_penalty))
     return sorted(points, key=lambda p: (round(p.wer, 6), round(p.cer, 6), p.oov_penalty is not None,
@@ -255,8 +258,8 @@ def parse_grid(text: str | None, default: Sequence[float]) -> list[float]:
     return values
 
 
-def grid_edge_warnings(chosen: dict[str, float], grids: dict[str, Sequence[float]],
-                       limits: dict[str, tuple[float | None, float | None]] | None = None) -> list[str]:
+def grid_edge_warnings(chosen: Mapping[str, float], grids: Mapping[str, Sequence[float]],
+                       limits: Mapping[str, tuple[float | None, float | None]] | None = None) -> list[str]:
     """One line per chosen value that lies on the edge of its grid: the best point may lie outside it.
 
     `chosen` and `grids` are keyed by the option that sets the grid (e.g. "--betas"). A grid of one
@@ -313,7 +316,7 @@ def tune(transcriber, manifest: str | os.PathLike, lm_path: str | os.PathLike | 
     return settings, points
 
 
-def _stack(log_probs: Sequence[np.ndarray]):
+def _stack(log_probs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """List of (T_i, V) arrays → padded (B, T, V) tensor and (B,) lengths."""
     import torch
 

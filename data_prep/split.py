@@ -40,7 +40,8 @@ def drop_unalignable(utterances: list[Utterance], subsampling: int) -> tuple[lis
     if subsampling <= 0:
         return utterances, []
     tokenizer = CharTokenizer()
-    kept, dropped = [], []
+    kept: list[Utterance] = []
+    dropped: list[Utterance] = []
     for utt in utterances:
         (kept if ctc_fits(utt.text, utt.duration_s, subsampling, tokenizer) else dropped).append(utt)
     return kept, dropped

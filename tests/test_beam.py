@@ -191,6 +191,19 @@ def contexts(lm) -> list[tuple[str, ...]]:
     return out
 
 
+@pytest.mark.parametrize("discounts", [(0.5, 1.0), [0.5, (0.4, 0.9, 1.3)], [(0.4, 0.9, 1.3), (0.4, 0.9)]])
+def test_malformed_discounts_are_a_value_error(discounts) -> None:
+    """Two numbers, or numbers mixed with triples, used to fail with TypeError ("float has no len()")."""
+    with pytest.raises(ValueError, match="discounts must be"):
+        build_kneser_ney(HAND, order=2, discounts=discounts)
+
+
+def test_discounts_per_order_are_used() -> None:
+    one = build_kneser_ney(CORPUS, order=2, discounts=(0.4, 0.9, 1.3))
+    per_order = build_kneser_ney(CORPUS, order=2, discounts=[(0.4, 0.9, 1.3), (0.4, 0.9, 1.3)])
+    assert per_order.discounts == one.discounts == [(0.4, 0.9, 1.3)] * 2
+
+
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("discounts", [None, (0.4, 0.9, 1.3)])
 def test_kneser_ney_distributions_sum_to_one(order: int, discounts) -> None:

@@ -272,7 +272,8 @@ def fake_librispeech_tar(shared_data: Path, tmp_path: Path) -> Path:
     tree.mkdir(parents=True)
     for utt in DEV_CLEAN_UTTS:
         shutil.copy(source / f"{utt}.flac", tree / f"{utt}.flac")
-    lines = [l for l in (source / "2412-153948.trans.txt").read_text().splitlines() if l.split()[0] in DEV_CLEAN_UTTS]
+    lines = [line for line in (source / "2412-153948.trans.txt").read_text().splitlines()
+             if line.split()[0] in DEV_CLEAN_UTTS]
     (tree / "2412-153948.trans.txt").write_text("\n".join(lines) + "\n")
     archive = tmp_path / "dev-clean.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

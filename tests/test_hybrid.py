@@ -292,6 +292,18 @@ def test_head_from_another_encoder_is_refused(tmp_path):
         HybridAssets.load(tmp_path / "broken.npz")
 
 
+@pytest.mark.parametrize("realign", [-1, "1"])
+def test_train_hybrid_refuses_a_bad_realign_count_before_any_work(realign, tmp_path, monkeypatch):
+    """realign: -1 used to encode and align the whole corpus, then fail with an AttributeError (no head trained)."""
+    import asr.hybrid.train
+    from asr.hybrid.train import HybridTrainConfig, train_hybrid
+    from asr.train import TrainingDataError
+
+    monkeypatch.setattr(asr.hybrid.train, "load_model", lambda path: pytest.fail("loaded the model"))
+    with pytest.raises(TrainingDataError, match="realign must be"):
+        train_hybrid(HybridTrainConfig(realign=realign), str(tmp_path))
+
+
 @needs_bundle
 def test_train_hybrid_from_yaml_on_real_clips(tmp_path):
     from asr.cli import main

@@ -128,11 +128,11 @@ def build_trie(spellings: Iterable[tuple[list[int], int]]) -> _Trie:
     order = np.lexsort((lab, par))  # group edges by parent, labels ascending
     start = np.searchsorted(par[order], np.arange(n_nodes + 1)).astype(np.int64)  # (S+1,)
     is_word = np.zeros(n_nodes, dtype=np.bool_)
-    lm_id = np.full(n_nodes, -1, dtype=np.int64)
+    lm_ids = np.full(n_nodes, -1, dtype=np.int64)
     for node, wid in ends.items():
         is_word[node] = True
-        lm_id[node] = wid
-    return _Trie(start, lab[order], order.astype(np.int64) + 1, is_word, lm_id, len(ends))
+        lm_ids[node] = wid
+    return _Trie(start, lab[order], order.astype(np.int64) + 1, is_word, lm_ids, len(ends))
 
 
 # ----------------------------------------------------------------------------- numba core

@@ -202,11 +202,11 @@ class NGramLM:
         # Inserted prefixes get what standard backoff gave them before they were stored.
         for k in range(2, self.order + 1):
             lo = self._offsets[k - 1]
-            for local in np.flatnonzero(np.isnan(self._logp[lo: self._offsets[k]])):
-                row = self._ids[k - 1][local]
-                parent = self._global_index(tuple(row[:-1]))
-                backoff = self._bow[parent] if parent >= 0 else 0.0
-                self._logp[lo + local] = backoff + self._log10_ids(int(row[-1]), tuple(int(x) for x in row[1:-1]))
+            for pos in np.flatnonzero(np.isnan(self._logp[lo: self._offsets[k]])):
+                row = self._ids[k - 1][pos]
+                prefix = self._global_index(tuple(row[:-1]))
+                backoff = self._bow[prefix] if prefix >= 0 else 0.0
+                self._logp[lo + pos] = backoff + self._log10_ids(int(row[-1]), tuple(int(x) for x in row[1:-1]))
 
     @staticmethod
     def _lookup_rows(rows: np.ndarray, keys_by_order: list[np.ndarray], V: int) -> np.ndarray:
@@ -332,12 +332,14 @@ def _resolve_discounts(discounts: Sequence[float] | Sequence[Sequence[float]] | 
     """Discounts per order: estimated from count-of-counts, or the user's (one triple, or one per order)."""
     order = len(adjusted)
     if discounts is not None:
-        items = list(discounts)
-        if len(items) == 3 and all(isinstance(x, (int, float)) for x in items):
-            return [tuple(float(x) for x in items)] * order  # type: ignore[misc]
-        if len(items) != order or any(len(x) != 3 for x in items):  # type: ignore[arg-type]
+        items: list[float | Sequence[float]] = list(discounts)
+        numbers = [float(x) for x in items if isinstance(x, (int, float))]
+        if len(items) == 3 and len(numbers) == 3:
+            return [(numbers[0], numbers[1], numbers[2])] * order
+        triples = [x for x in items if not isinstance(x, (int, float))]
+        if len(items) != order or len(triples) != order or any(len(x) != 3 for x in triples):
             raise ValueError(f"discounts must be (D1, D2, D3+) or one such triple per order ({order})")
-        return [tuple(float(v) for v in x) for x in items]  # type: ignore[union-attr,misc]
+        return [(float(x[0]), float(x[1]), float(x[2])) for x in triples]
     out: list[Discounts] = []
     for table in adjusted:
         coc = Counter(c for c in table.values() if c <= 4)

@@ -120,7 +120,8 @@ class HybridAssets:
         arrays.update({f"head/{k}": v.astype(np.float32) for k, v in self.head_state.items()})
         with atomic_output(path) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+                # numpy's stub: mypy matches **arrays against its `allow_pickle: bool` keyword as well
+                np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HybridAssets":

@@ -209,6 +209,9 @@ def train_head(head: StateHead, x: torch.Tensor, y: torch.Tensor, optim: dict, s
 
 def train_hybrid(config: HybridTrainConfig, out_dir: str | None = None) -> Path:
     """Run the whole recipe of the module doc; returns the path of the written hybrid.npz."""
+    if not isinstance(config.realign, int) or config.realign < 0:  # else: a late crash (no head) or TypeError
+        raise TrainingDataError(f"realign must be a whole number of re-alignment stages (0 or more), "
+                                f"got {config.realign!r}")
     torch.manual_seed(config.seed)
     out = Path(out_dir or config.out_dir)
     loaded = load_model(config.init_from)
@@ -232,7 +235,7 @@ def train_hybrid(config: HybridTrainConfig, out_dir: str | None = None) -> Path:
 
     topology = Topology(kind="hmm", **config.topology)
     labels = ctc_labels(corpus, tokenizer, topology)
-    dev_labels = ctc_labels(dev_corpus, tokenizer, topology) if dev_corpus else None
+    dev_labels = ctc_labels(dev_corpus, tokenizer, topology) if dev_corpus is not None else None
     n_failed = sum(lab is None for lab in labels)
     metrics.append({"kind": "ctc_alignment", "aligned": len(labels) - n_failed, "failed": n_failed})
     log(json.dumps(metrics[-1]))
@@ -240,13 +243,15 @@ def train_hybrid(config: HybridTrainConfig, out_dir: str | None = None) -> Path:
     head_cfg = {"input_dim": model.output_dim, "num_states": topology.num_states,
                 "hidden": int(config.head.get("hidden", 256))}
     priors = estimate_priors([lab for lab in labels if lab is not None], topology.num_states)
-    head = None  # trained at stage 0; each later stage re-aligns with the previous stage's head, then retrains it
+    # The head is trained at stage 0; each later stage re-aligns with the previous stage's head, then retrains it.
+    head: StateHead | None = None
     for stage in range(config.realign + 1):
         if stage:
+            assert head is not None  # trained by the previous stage
             topology = topology.with_transitions(*estimate_transitions([lab for lab in labels if lab is not None],
                                                                        topology.num_states))
             labels, changed = realign(head, corpus, topology, priors, labels)
-            if dev_corpus is not None:
+            if dev_corpus is not None and dev_labels is not None:  # both or neither
                 dev_labels, _ = realign(head, dev_corpus, topology, priors, dev_labels)
             priors = estimate_priors([lab for lab in labels if lab is not None], topology.num_states)
             metrics.append({"kind": "realign", "stage": stage, "frames_changed": changed})
@@ -255,8 +260,9 @@ def train_hybrid(config: HybridTrainConfig, out_dir: str | None = None) -> Path:
         head = StateHead(head_cfg["input_dim"], head_cfg["num_states"], head_cfg["hidden"],
                          float(config.head.get("dropout", 0.1)))
         x, y = frame_set(corpus, labels)
-        dev = frame_set(dev_corpus, dev_labels) if dev_corpus is not None else None
+        dev = frame_set(dev_corpus, dev_labels) if dev_corpus is not None and dev_labels is not None else None
         train_head(head, x, y, config.optim, config.seed + stage, dev, metrics, f"align{stage}")
+    assert head is not None  # the loop ran at least stage 0 (realign >= 0)
     topology = topology.with_transitions(*estimate_transitions([lab for lab in labels if lab is not None],
                                                                topology.num_states))
     all_ctc = np.concatenate(corpus.ctc_log_probs)  # (N, V)

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.emissions == "trained":
         if encoder_fingerprint(transcriber.model) != assets.fingerprint:
             raise UserError(f"{args.hybrid_model}: state head trained on another encoder than {transcriber.loaded.path}")
-        transcriber.model = HybridModel(transcriber.model, assets.build_head()).eval()
+        # A drop-in for the BiLSTMCTC that asr/transcribe.py types `Transcriber.model` as.
+        transcriber.model = HybridModel(transcriber.model, assets.build_head()).eval()  # type: ignore[assignment]
     files = compute_piece_log_probs(transcriber, [u.audio_path for u in utts])  # pieces as `asr decode` cuts them
     outputs = plain_pieces(files)  # per piece (T', V[+S])
     refs = [normalize_text(u.text) for u in utts]
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         summary = run(args)
-    except (*user_error_types(), ValueError) as exc:
+    except user_error_types() + (ValueError,) as exc:
         print(f"asr: error: {exc}", file=sys.stderr)
         return 1
     for p in summary["top"]:

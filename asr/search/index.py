@@ -148,9 +148,11 @@ class Embedder:
     def candidates(self, am_feats: FileFeatures, duration: float, widths: tuple[float, ...], hop: float
                    ) -> tuple[Candidates, str]:
         """Word candidates, speech-bearing sliding windows and (for short files) the whole file; the transcript."""
-        ws, we, text = self.word_candidates(am_feats.log_probs, duration)
+        log_probs = am_feats.log_probs
+        assert log_probs is not None  # `self.am` is an "am" featurizer: its files come with log-probs
+        ws, we, text = self.word_candidates(log_probs, duration)
         ss, se = sliding_windows(duration, widths, hop)
-        speech = (1.0 - np.exp(am_feats.log_probs[:, self.featurizer.transcriber.tokenizer.blank_id])) > SPEECH_PROB
+        speech = (1.0 - np.exp(log_probs[:, self.featurizer.transcriber.tokenizer.blank_id])) > SPEECH_PROB
         count = np.r_[0, np.cumsum(speech)]  # (T'+1,) speech steps before each step
         shift = am_feats.frame_shift_s
         first = np.clip(np.round(ss / shift).astype(int), 0, len(speech))

@@ -15,6 +15,7 @@ Search compares L2-normalised embeddings by cosine similarity.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def length_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
 
 class SegmentAutoencoder(nn.Module):
     """Variable-length segment (B, T, D) → embedding (B, E) → reconstruction (B, T_out, D)."""
+
+    mean: torch.Tensor  # buffers registered in __init__
+    inv_std: torch.Tensor
 
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__()
@@ -146,7 +150,7 @@ def save_search_model(path: str | Path, model: SegmentAutoencoder, info: dict) -
                        "info": info}, path)
 
 
-def load_search_model(path: str | Path) -> tuple[SegmentAutoencoder, dict]:
+def load_search_model(path: str | os.PathLike) -> tuple[SegmentAutoencoder, dict]:
     """Load a search model for inference (eval mode); CheckpointError names the file on any problem."""
     state = load_verified(path, "search model")
     if not isinstance(state, dict) or state.get("format") != FORMAT:

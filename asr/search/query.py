@@ -63,6 +63,8 @@ def search(index: SearchIndex, embedder: Embedder, wave: np.ndarray | None, cuto
            vector: np.ndarray | None = None, name: str = "query") -> list[Hit]:
     """Ranked hits for a 16 kHz query waveform (or an already embedded `vector` (E,))."""
     if vector is None:
+        if wave is None:
+            raise TypeError("search() needs a query waveform or its vector")
         vector, _, _ = embedder.embed_query(wave, cutoff, name)
     if len(index) == 0:
         return []
@@ -80,6 +82,7 @@ def load_for_search(index_path: str | Path, model: str | Path | None = None, am:
     from asr.search.index import load_index
 
     index = load_index(index_path)
+    path: Path | None
     if model:
         path = Path(model)
         if not path.is_file():

@@ -125,7 +125,7 @@ def align_utterances(utterances: Sequence[Utterance], transcriber, pad_s: float 
     from asr.transcribe import band_cutoff
 
     for first in range(0, len(utterances), batch_size):
-        batch: list[tuple[Utterance, object, float]] = []
+        batch: list[tuple[Utterance, np.ndarray, float]] = []
         for utt in utterances[first: first + batch_size]:
             try:
                 batch.append((utt, load_audio(utt.audio_path), band_cutoff(utt.audio_path)))
@@ -145,6 +145,7 @@ def align_utterances(utterances: Sequence[Utterance], transcriber, pad_s: float 
                     yield Segment(utt.audio_path, normalize_text(utt.text), round(start, 3), round(end, 3), utt.speaker)
                 continue
             i = aligned[id(utt)]
+            assert log_probs is not None and lengths is not None  # `to_align` holds `utt`, so it is not empty
             try:
                 words = align_words(log_probs[i, : lengths[i]], utt.text, transcriber.tokenizer,
                                     transcriber.frame_shift_s)

@@ -113,7 +113,8 @@ class AutoencoderTrainConfig:
 
         raw = expand_env(dict(raw))
         raw.pop("task", None)
-        sections = {"data": DataSection, "model": AutoencoderConfig, "objective": ObjectiveConfig, "optim": OptimSection}
+        sections: dict[str, type[DataSection | AutoencoderConfig | ObjectiveConfig | OptimSection]] = {
+            "data": DataSection, "model": AutoencoderConfig, "objective": ObjectiveConfig, "optim": OptimSection}
         unknown = set(raw) - set(sections) - {"out_dir", "seed"}
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
@@ -189,8 +190,8 @@ def compute_features(segments: list[Segment], featurizer: SegmentFeaturizer, fil
                 pieces.append(cut(wave, start, end))
                 piece_cutoffs.append(cutoff)
                 piece_ids.append(i)
-        for i, feats in zip(piece_ids, featurizer.segments(pieces, piece_cutoffs)):
-            isolated[i] = feats
+        for i, piece_feats in zip(piece_ids, featurizer.segments(pieces, piece_cutoffs)):
+            isolated[i] = piece_feats
     keep = sorted(isolated)
     return SegmentSet([segments[i] for i in keep], [isolated[i] for i in keep], [context[i] for i in keep])
 
@@ -390,7 +391,8 @@ def train_autoencoder(config: AutoencoderTrainConfig, resume: bool = False) -> P
             "train": config.data.train, "data": asdict(config.data), "train_segments": len(keep), "seed": config.seed}
     for epoch in range(start_epoch + 1, config.optim.epochs + 1):
         model.train()
-        started, sums, steps = time.time(), defaultdict(float), 0
+        started, steps = time.time(), 0
+        sums: defaultdict[str, float] = defaultdict(float)
         for batch in sampler:
             views = [pick_view(iso, ctx, i, rng) for i in batch]
             feats, lengths = pad_batch(views)  # (B, T, D)
