@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import shutil
 import statistics
 import sys
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write all numbers here")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("flashlight") is None:  # the peer: say so before the acoustic model runs
+        raise SystemExit("error: flashlight-text is not installed (pip install flashlight-text, or "
+                         "pip install -e '.[bench]')")
 
     import torch
 
