@@ -85,14 +85,14 @@ def _write_clip(utt: Utterance, wave: np.ndarray, spans: Sequence[WordSpan], ind
                 sample_rate: int, edge_s: float) -> Utterance:
     """Cut word `index` of the 16 kHz `wave`, resample it, write it atomically as 16-bit WAV, describe it."""
     start, end = clip_bounds(spans, index, len(wave) / SAMPLE_RATE, edge_s)
-    piece = wave[int(start * SAMPLE_RATE): int(np.ceil(end * SAMPLE_RATE))]  # (n,)
+    piece = wave[round(start * SAMPLE_RATE): round(end * SAMPLE_RATE)]  # (n,): neighbours meet without overlap
     if sample_rate != SAMPLE_RATE:
         piece = resample(piece, SAMPLE_RATE, sample_rate)
     word = spans[index].word
     path = folder / f"{utt.utt_id}_{index:02d}_{word.lower()}.wav"
     with atomic_output(path) as tmp:
         sf.write(tmp, np.clip(piece, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    return Utterance(path.stem, utt.speaker, path, len(piece) / sample_rate, sample_rate, word)
+    return Utterance(path.stem, utt.speaker, path, round(len(piece) / sample_rate, 3), sample_rate, word)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
