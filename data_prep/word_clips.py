@@ -103,8 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--words", nargs="+", default=list(DIGIT_WORDS), help="words to cut (default: the digits)")
     parser.add_argument("--sample-rate", type=int, default=8000, help="clips' sample rate (default 8000, as FSDD)")
     parser.add_argument("--edge", type=float, default=0.15, help="seconds kept beyond a sentence's first/last word")
-    return run_cli(parser, lambda a: cut_word_clips(a.manifest, a.model, a.out_dir, a.words, a.sample_rate, a.edge),
-                   argv)
+
+    def body(args: argparse.Namespace) -> None:
+        cut_word_clips(args.manifest, args.model, args.out_dir, args.words, args.sample_rate, args.edge)
+
+    return run_cli(parser, body, argv)
 
 
 if __name__ == "__main__":
