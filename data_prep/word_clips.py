@@ -50,13 +50,17 @@ def cut_word_clips(manifest: str | Path, model: str | Path, out_dir: str | Path,
                    sample_rate: int = 8000, edge_s: float = 0.15, batch_size: int = 16) -> list[Utterance]:
     """Align every sentence of `manifest` that holds one of `words`; write each such word as a clip at
     `sample_rate` under `out_dir/clips` and the clips' manifest as `out_dir/train.tsv`. Returns the clips."""
+    from asr.checkpoint import CheckpointError
     from asr.transcribe import Transcriber
 
     wanted = {normalize_text(w) for w in words}
     sentences = [u for u in read_manifest(manifest) if wanted & set(normalize_text(u.text).split())]
     if not sentences:
         raise DataPrepError(f"{manifest}: no sentence holds any of {', '.join(sorted(wanted))}")
-    transcriber = Transcriber.from_pretrained(model, device="cpu")
+    try:
+        transcriber = Transcriber.from_pretrained(model, device="cpu")
+    except CheckpointError as exc:
+        raise DataPrepError(str(exc)) from None
     clips_dir = Path(out_dir) / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
     clips: list[Utterance] = []

@@ -24,7 +24,7 @@ import pytest
 import soundfile as sf
 
 from asr.manifest import read_manifest
-from data_prep import an4, fsdd, librispeech, split
+from data_prep import an4, fsdd, librispeech, split, word_clips
 from data_prep.common import (
     DataPrepError,
     DownloadError,
@@ -722,7 +722,7 @@ def test_split_cli(shared_data: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- CLIs
 
 
-@pytest.mark.parametrize("module", [an4, fsdd, librispeech, split])
+@pytest.mark.parametrize("module", [an4, fsdd, librispeech, split, word_clips])
 def test_cli_help(module: object, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         module.main(["--help"])
@@ -740,6 +740,11 @@ def test_cli_help(module: object, capsys: pytest.CaptureFixture[str]) -> None:
         (fsdd, ["--download", "--out", "OUT"]),
         (librispeech, ["--corpus", "/nonexistent/LibriSpeech", "--out", "OUT"]),
         (split, ["--manifest", "/nonexistent.tsv", "--dev-fraction", "0.1", "--out-dir", "OUT"]),
+        (word_clips, ["--manifest", "/nonexistent.tsv", "--model", "/nonexistent.pt", "--out-dir", "OUT"]),
+        (word_clips, ["--manifest", str(Path(__file__).parent / "data" / "an4_mblw.tsv"), "--model", "/nonexistent.pt",
+                      "--out-dir", "OUT"]),
+        (word_clips, ["--manifest", str(Path(__file__).parent / "data" / "an4_mblw.tsv"), "--model",
+                      str(Path(__file__).parent / "data" / "an4_mblw.tsv"), "--out-dir", "OUT"]),  # not a model
     ],
 )
 def test_cli_errors_are_one_line(module: object, args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
