@@ -1,10 +1,10 @@
 """Python entry point: a recognizer with the decoder of your choice, set up as `asr transcribe` does it.
 
     >>> import asr
-    >>> recognizer = asr.load()                                   # bundled model, greedy decoding
+    >>> recognizer = asr.load()                                   # bundled model, its tuned beam + LM
     >>> recognizer.transcribe("examples/audio/an4_mfaa_enter_ninety_eight_twenty_eight.flac").text
-    >>> beam = asr.load(decoder="beam", beam=32)                  # + the bundled LM and tuned weights
-    >>> beam.transcribe(samples, sample_rate=8000).words          # a NumPy signal at any rate
+    >>> greedy = asr.load(decoder="greedy")                       # argmax: faster, no LM
+    >>> greedy.transcribe(samples, sample_rate=8000).words        # a NumPy signal at any rate
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ def decoder_option_defaults() -> dict[str, Any]:
     return defaults
 
 
-def load(model: str | os.PathLike | None = None, decoder: str = "greedy", device: str | None = None,
+def load(model: str | os.PathLike | None = None, decoder: str | None = None, device: str | None = None,
          **options: Any) -> Transcriber:
     """A Transcriber for `model` (default: the bundled one) decoding with `decoder`.
+
+    `decoder=None` picks what `asr transcribe` picks without --decoder: beam search with the model's
+    tuned LM settings when it ships them (the bundled model does) or when a beam option is given,
+    else greedy.
 
     `options` are the CLI's decoder flags as keywords, e.g. `lm="other.arpa"` (or `lm="none"`),
     `beam=32`, `alpha=0.5`, `beta=1.0`, `lexicon=True`, `hybrid_emissions="trained"`,
@@ -44,7 +48,7 @@ def load(model: str | os.PathLike | None = None, decoder: str = "greedy", device
     decoder or option, a bad value or a missing LM file, and `ModelNotFoundError` (a
     FileNotFoundError) for a missing model.
     """
-    if decoder not in DECODERS:
+    if decoder is not None and decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
     settings = decoder_option_defaults()
     unknown = sorted(set(options) - set(settings))

@@ -120,4 +120,15 @@ def test_readme_python_example_runs(monkeypatch):
     scope = {"samples": samples[::2], "paths": [c.audio_path for c in CLIPS]}
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["result"].text  # the last of `paths`, through transcribe_files
-    assert isinstance(scope["beam"], asr.Transcriber)
+    from asr.decoding.beam import BeamSearchDecoder
+    from asr.transcribe import GreedyDecoder
+
+    assert isinstance(scope["recognizer"].decoder, BeamSearchDecoder)  # the bundled model's tuned default
+    assert scope["recognizer"].decoder.lm is not None
+    assert isinstance(scope["greedy"].decoder, GreedyDecoder)
+
+
+def test_default_decoder_of_a_model_without_tuned_settings_is_greedy(recognizer):
+    from asr.transcribe import GreedyDecoder
+
+    assert isinstance(recognizer.decoder, GreedyDecoder)  # the overfit model has no .decode.json

@@ -59,12 +59,36 @@ def test_srt_of_several_files_needs_an_output_dir(capsys, tmp_path):
 
 @needs_model
 def test_beam_flags_under_greedy_get_a_note(capsys):
-    code, out, err = run_cli(capsys, "transcribe", "--lm", "none", "--alpha", "2", CLIP)
+    code, out, err = run_cli(capsys, "transcribe", "--decoder", "greedy", "--lm", "none", "--alpha", "2", CLIP)
     assert code == 0 and out.split("\t")[1].strip()
     assert err.strip() == ("asr: note: --lm, --alpha only apply to --decoder beam (or hybrid); greedy decoding "
                            "ignores them")
-    code, _, err = run_cli(capsys, "transcribe", CLIP)
+    code, _, err = run_cli(capsys, "transcribe", "--decoder", "greedy", CLIP)
     assert code == 0 and err == ""
+
+
+@needs_model
+def test_the_default_decoder_is_the_models_tuned_beam_search(capsys, tmp_path):
+    """Without --decoder: beam + LM where the model ships tuned settings naming an LM (the bundled model),
+    beam where a beam flag is given, greedy for a model without settings or whose LM is missing."""
+    def decoder_used(*argv) -> tuple[str, str]:
+        out = tmp_path / "out"
+        code, _, err = run_cli(capsys, "decode", "--manifest", MANIFEST, "--out", out, *argv)
+        assert code == 0, err
+        return json.loads((out / "wer.json").read_text())["decoder"], err
+
+    assert decoder_used() == ("beam", "")
+    assert decoder_used("--lm", "none")[0] == "beam"
+    assert decoder_used("--decoder", "greedy")[0] == "greedy"
+    bare = tmp_path / "bare.pt"
+    shutil.copy(DEFAULT_MODEL, bare)
+    assert decoder_used("--model", bare) == ("greedy", "")
+    (tmp_path / "bare.decode.json").write_text(json.dumps({"lm": "gone.arpa", "beam": 16, "alpha": 0.5, "beta": 0.0}))
+    used, err = decoder_used("--model", bare)
+    assert used == "greedy" and "gone.arpa, which is missing: decoding greedily" in err
+    (tmp_path / "bare.decode.json").write_text("{not json")
+    code, _, err = run_cli(capsys, "decode", "--model", bare, "--manifest", MANIFEST)
+    assert code != 0 and "bare.decode.json: not a valid decode settings file" in one_error_line(err)
 
 
 @needs_model

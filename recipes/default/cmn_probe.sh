@@ -32,7 +32,7 @@ for seed in 0 1; do
       python -m asr train --config "$config" --out-dir "$out" --set seed=$seed "${sets[@]}" \
         > "$out.log" 2>&1 || { echo "training failed, see $out.log" >&2; exit 1; }
     fi
-    result=$(python -m asr decode --model "$out/avg.pt" --manifest "$exp/data/fsdd/dev.tsv" --out "$out/decode_dev" | tail -n 1)
+    result=$(python -m asr decode --decoder greedy --model "$out/avg.pt" --manifest "$exp/data/fsdd/dev.tsv" --out "$out/decode_dev" | tail -n 1)
     echo "utterance_mean=$name seed=$seed  FSDD unseen speaker: $result"
   done
 done

@@ -58,7 +58,7 @@ if want_stage 3 "second cycle on all corpora"; then train_unless_done "$exp/fine
 
 if want_stage 4 "greedy decode of the dev sets"; then
   for set in an4 fsdd librispeech; do
-    python -m asr decode --model "$final" --manifest "$exp/data/$set/dev.tsv" \
+    python -m asr decode --decoder greedy --model "$final" --manifest "$exp/data/$set/dev.tsv" \
       --out "$exp/decode_greedy_$set" > "$exp/decode_greedy_$set.log"
     echo "$set: $(tail -n 1 "$exp/decode_greedy_$set.log")" >&2
   done

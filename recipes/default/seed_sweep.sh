@@ -64,8 +64,8 @@ done
 
 score() {  # score NAME MODEL OUT_TXT: greedy errors on dev_tune + FSDD dev, and FSDD dev padded
   local name="$1" model="$2" dir="${3%.txt}"
-  python -m asr decode --model "$model" --manifest "$exp/data/an4/dev_tune.tsv" --out "$dir/tune" > /dev/null
-  python -m asr decode --model "$model" --manifest "$exp/data/fsdd/dev.tsv" --out "$dir/fsdd" > /dev/null
+  python -m asr decode --decoder greedy --model "$model" --manifest "$exp/data/an4/dev_tune.tsv" --out "$dir/tune" > /dev/null
+  python -m asr decode --decoder greedy --model "$model" --manifest "$exp/data/fsdd/dev.tsv" --out "$dir/fsdd" > /dev/null
   python bench/padded_wer.py --manifest "$exp/data/fsdd/dev.tsv" --model "$model" > "$dir/padded.txt"
   python - "$name" "$dir" > "$3" <<'PY'
 import json, sys

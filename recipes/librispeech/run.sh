@@ -114,7 +114,7 @@ decode_all() {  # decode_all NAME ARGS...: decode every dev/test part with `asr 
   done
 }
 
-if want_stage 5 "greedy decode: $eval_parts"; then decode_all greedy; fi
+if want_stage 5 "greedy decode: $eval_parts"; then decode_all greedy --decoder greedy; fi
 
 if want_stage 6 "beam search + LM decode: $eval_parts"; then decode_all beam --decoder beam --lm "$lm" --beam "$beam"; fi
 
