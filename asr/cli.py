@@ -82,28 +82,36 @@ def note_first_compile(source: str, function: str, what: str, seconds: int) -> N
         print(f"asr: note: compiling the {what} for this machine (first use only, about {seconds} s)", file=sys.stderr)
 
 
-def resolve_decoder(args: argparse.Namespace, model_path: Path) -> str:
-    """The decoder to run: --decoder when given; else beam search when a beam-search flag is given or
-    when the model ships tuned beam-search settings that name an LM (its `.decode.json`, as the bundled
-    model does: on unseen speakers its beam + LM makes about a third fewer word errors than greedy);
-    else greedy."""
+def model_default_decoder(model_path: Path) -> tuple[str, str | None]:
+    """The decoder a model gets without --decoder or beam flags, and why not beam where that needs saying:
+    beam search when it ships tuned beam-search settings that name an existing LM (its `.decode.json`, as
+    the bundled model does: on unseen speakers its beam + LM makes about a third fewer word errors than
+    greedy), else greedy."""
     from asr.tune import load_decode_settings, settings_path
 
-    if args.decoder is not None:
-        return args.decoder
-    if any(getattr(args, name, None) is not None for name in BEAM_ONLY_OPTIONS):
-        return "beam"
     try:
         stored = load_decode_settings(model_path)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if stored.lm is None:
-        return "greedy"
+        return "greedy", None
     if not Path(stored.lm).is_file():
-        print(f"asr: note: {settings_path(model_path)} names the LM {stored.lm}, which is missing: decoding greedily "
-              "(give --decoder beam --lm FILE to search with another LM)", file=sys.stderr)
-        return "greedy"
-    return "beam"
+        return "greedy", (f"{settings_path(model_path)} names the LM {stored.lm}, which is missing: decoding greedily "
+                          "(give --decoder beam --lm FILE to search with another LM)")
+    return "beam", None
+
+
+def resolve_decoder(args: argparse.Namespace, model_path: Path) -> str:
+    """The decoder to run: --decoder when given; else beam search when a beam-search flag is given; else
+    the model's default (`model_default_decoder`)."""
+    if args.decoder is not None:
+        return args.decoder
+    if any(getattr(args, name, None) is not None for name in BEAM_ONLY_OPTIONS):
+        return "beam"
+    decoder, note = model_default_decoder(model_path)
+    if note:
+        print(f"asr: note: {note}", file=sys.stderr)
+    return decoder
 
 
 def build_decoder(args: argparse.Namespace, transcriber) -> None:

@@ -17,6 +17,13 @@ def _first_float_dtype(weights: dict) -> str:
     return "none"
 
 
+def _default_decoder(model_path: Path) -> str:
+    """What `asr transcribe --model M` decodes with when no decoder flag is given ("beam" or "greedy")."""
+    from asr.cli import model_default_decoder
+
+    return model_default_decoder(model_path)[0]
+
+
 def _decode_settings_summary(model_path: Path) -> dict | None:
     """What `asr tune` stored next to the model (None if nothing is): beam, weights, LM, what they were tuned on."""
     from asr.tune import load_decode_settings, settings_path
@@ -58,6 +65,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
         "training": {"epoch": info.get("epoch"), "step": info.get("step"), "averaged_from": info.get("averaged_from"),
                      "init_from": config.get("init_from"), "train": data.get("train"), "dev": info.get("dev")},
         "decode_settings": _decode_settings_summary(path),
+        "default_decoder": _default_decoder(path),
     }
 
 
@@ -104,6 +112,7 @@ def format_description(desc: dict) -> str:
                  f"WER {settings['tuned_wer']:.2f} %)" if settings["tuned_wer"] is not None else "")
         lines.append(f"beam:      {settings['file']}: beam {settings['beam']}, alpha {settings['alpha']:g}, "
                      f"beta {settings['beta']:g}, {vocabulary}, LM {settings['lm'] or 'none'}{tuned}")
+    lines.append(f"decoder:   {desc['default_decoder']} by default (without --decoder or beam flags)")
     return "\n".join(lines) + "\n"
 
 

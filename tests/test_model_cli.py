@@ -36,6 +36,7 @@ def test_info_of_the_bundled_model(capsys):
     assert "80 log-mel, 25 ms window / 10 ms hop at 16000 Hz" in out
     settings = json.loads((BUNDLED.parent / "model.decode.json").read_text())
     assert f"model.decode.json: beam {settings['beam']}, alpha {settings['alpha']:g}, beta {settings['beta']:g}" in out
+    assert "decoder:   beam by default" in out
 
 
 def test_info_json_of_a_trained_checkpoint(capsys, overfit_model):
@@ -48,7 +49,7 @@ def test_info_json_of_a_trained_checkpoint(capsys, overfit_model):
     assert len(desc["symbols"]) == desc["model"]["vocab_size"] == loaded.tokenizer.vocab_size
     assert desc["resumable"] and desc["weights_dtype"] == "float32" and desc["cmvn"]
     assert desc["training"]["epoch"] == read_checkpoint(last)["info"]["epoch"]
-    assert desc["decode_settings"] is None
+    assert desc["decode_settings"] is None and desc["default_decoder"] == "greedy"
 
 
 def test_average_reproduces_the_training_average(capsys, overfit_model, tmp_path):
