@@ -1,13 +1,16 @@
 """Accuracy on a long recording vs the same clips one by one: WER against the true transcripts.
 
     python bench/long_form_wer.py --model asr/pretrained/model.pt [--model other.pt ...] [--seeds 2 3]
+        [--decoder greedy|beam]
 
 The recording is the one tests/test_long_audio.py builds: every AN4 clip of tests/data and
 examples/audio, 6 shuffled rounds, separated by 0.7–3 s of digital silence or −70 dBFS noise,
 with one 25 s silence in the middle (about 2.5 minutes). Each model transcribes the long file
 (cut into pieces at pauses, as `asr transcribe` does) and every clip alone; both are scored
 against the clips' reference transcripts. A model whose output depends on what else is in a
-piece (per-piece normalisation, for example) shows a gap between the two columns.
+piece (per-piece normalisation, for example) shows a gap between the two columns. `--decoder beam`
+decodes with each model's tuned beam search + LM (its `.decode.json`), as `asr transcribe` does by
+default for such a model; greedy is this bench's default, as in its earlier rows of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from test_long_audio import ALL_CLIPS, build_recording  # noqa: E402
 
 from asr.audio import load_audio  # noqa: E402
 from asr.manifest import read_manifest  # noqa: E402
-from asr.transcribe import Transcriber  # noqa: E402
+from asr.api import load  # noqa: E402
 
 EXAMPLE_TEXT = {"an4_mfaa_enter_ninety_eight_twenty_eight.flac": "ENTER NINETY EIGHT TWENTY EIGHT",
                 "an4_mbmg_erase_s_v_n_y_ten_ten.flac": "ERASE S V N Y TEN TEN",
@@ -46,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 3], help="one recording per seed")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--decoder", choices=["greedy", "beam"], default="greedy",
+                        help="greedy (default) or the model's tuned beam search + LM")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
     refs = references()
     clips = [load_audio(p) for p in ALL_CLIPS]
-    transcribers = {m: Transcriber.from_pretrained(m, device="cpu") for m in args.model}
-    print("| model | recording | long-file WER % | clip-by-clip WER % |\n|---|---|---|---|")
+    transcribers = {m: load(m, decoder=args.decoder, device="cpu") for m in args.model}
+    print(f"{args.decoder} decoding\n\n| model | recording | long-file WER % | clip-by-clip WER % |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for seed in args.seeds:
