@@ -79,21 +79,15 @@ def ours_batched(transcriber: Transcriber, paths: list[str]) -> list[str]:
 
 
 def default_beam_search(model: str | None) -> Transcriber | None:
-    """The model with the beam search + LM that `asr transcribe` runs for it by default, or None where the
-    model ships no tuned LM settings (then `asr transcribe` decodes greedily and the greedy rows say it all)."""
+    """The model with the beam search + LM that `asr transcribe` runs for it by default, or None where it
+    decodes greedily by default (no tuned LM settings: the greedy rows say it all)."""
     from asr.api import load
-    from asr.tune import load_decode_settings
-
-    if load_decode_settings(transcriber_path(model)).lm is None:
-        return None
-    return load(model, decoder="beam", device="cpu")
-
-
-def transcriber_path(model: str | None) -> Path:
-    """The checkpoint `Transcriber.from_pretrained(model)` loads."""
+    from asr.cli import model_default_decoder
     from asr.transcribe import resolve_model_path
 
-    return Path(resolve_model_path(model))
+    if model_default_decoder(resolve_model_path(model))[0] != "beam":
+        return None
+    return load(model, decoder="beam", device="cpu")
 
 
 def beam_description(beam: Transcriber | None) -> dict | None:
