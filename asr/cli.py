@@ -12,9 +12,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asr.fileio import atomic_write_text
 from asr.formats import DOCUMENT_FORMATS, EXTENSIONS, format_transcript
+
+if TYPE_CHECKING:  # at run time asr.tune is imported where it is used, like the rest of this module's work (numpy, soundfile)
+    from asr.tune import DecodeSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -27,18 +31,26 @@ def error(message: str) -> None:
     print(f"asr: error: {message}", file=sys.stderr)
 
 
-def beam_settings(args: argparse.Namespace, model_path: Path):
-    """Flags first, then the model's `*.decode.json` (see asr.tune), then the built-in defaults.
+def stored_decode_settings(model_path: Path) -> DecodeSettings:
+    """The settings of the model's `*.decode.json` (asr.tune; the defaults where there is none); a file
+    that cannot be read is a one-line UserError."""
+    from asr.tune import load_decode_settings
+
+    try:
+        return load_decode_settings(model_path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def beam_settings(args: argparse.Namespace, stored: DecodeSettings) -> DecodeSettings:
+    """Flags first, then the model's stored `*.decode.json` settings (`stored_decode_settings`), then the
+    built-in defaults.
 
     The tuned alpha/beta only apply with the LM they were tuned for: naming another LM with --lm
     falls back to the defaults for whatever is not given. `--lm none` decodes without an LM.
     """
-    from asr.tune import DEFAULT_ALPHA, DEFAULT_BETA, DecodeSettings, load_decode_settings
+    from asr.tune import DEFAULT_ALPHA, DEFAULT_BETA, DecodeSettings
 
-    try:
-        stored = load_decode_settings(model_path)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     if args.lm is not None and args.lm.lower() == "none":
         lm = None
     elif args.lm is not None:
@@ -82,17 +94,15 @@ def note_first_compile(source: str, function: str, what: str, seconds: int) -> N
         print(f"asr: note: compiling the {what} for this machine (first use only, about {seconds} s)", file=sys.stderr)
 
 
-def model_default_decoder(model_path: Path) -> tuple[str, str | None]:
+def model_default_decoder(model_path: Path, stored: DecodeSettings | None = None) -> tuple[str, str | None]:
     """The decoder a model gets without --decoder or beam flags, and why not beam where that needs saying:
     beam search when it ships tuned beam-search settings that name an existing LM (its `.decode.json`, as
     the bundled model does: on unseen speakers its beam + LM makes about a third fewer word errors than
-    greedy), else greedy."""
-    from asr.tune import load_decode_settings, settings_path
+    greedy), else greedy. `stored`: those settings where the caller has read them already."""
+    from asr.tune import settings_path
 
-    try:
-        stored = load_decode_settings(model_path)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    if stored is None:
+        stored = stored_decode_settings(model_path)
     if stored.lm is None:
         return "greedy", None
     if not Path(stored.lm).is_file():
@@ -101,14 +111,14 @@ def model_default_decoder(model_path: Path) -> tuple[str, str | None]:
     return "beam", None
 
 
-def resolve_decoder(args: argparse.Namespace, model_path: Path) -> str:
+def resolve_decoder(args: argparse.Namespace, model_path: Path, stored: DecodeSettings) -> str:
     """The decoder to run: --decoder when given; else beam search when a beam-search flag is given; else
-    the model's default (`model_default_decoder`)."""
+    the model's default (`model_default_decoder`, from its already read `stored` settings)."""
     if args.decoder is not None:
         return args.decoder
     if any(getattr(args, name, None) is not None for name in BEAM_ONLY_OPTIONS):
         return "beam"
-    decoder, note = model_default_decoder(model_path)
+    decoder, note = model_default_decoder(model_path, stored)
     if note:
         print(f"asr: note: {note}", file=sys.stderr)
     return decoder
@@ -116,8 +126,9 @@ def resolve_decoder(args: argparse.Namespace, model_path: Path) -> str:
 
 def build_decoder(args: argparse.Namespace, transcriber) -> None:
     """Swap in the decoder named by --decoder, or the model's default one (`resolve_decoder`);
-    `args.decoder` is set to the decoder chosen."""
-    args.decoder = resolve_decoder(args, transcriber.loaded.path)
+    `args.decoder` is set to the decoder chosen. The model's `.decode.json` is read once, here."""
+    stored = stored_decode_settings(transcriber.loaded.path)
+    args.decoder = resolve_decoder(args, transcriber.loaded.path, stored)
     if args.decoder == "greedy":
         ignored = [f"--{name.replace('_', '-')}" for name in BEAM_ONLY_OPTIONS if getattr(args, name, None) is not None]
         if ignored:
@@ -129,7 +140,7 @@ def build_decoder(args: argparse.Namespace, transcriber) -> None:
         from asr.decoding.beam import BeamSearchDecoder
         from asr.decoding.lm import load_arpa
 
-        settings = beam_settings(args, transcriber.loaded.path)
+        settings = beam_settings(args, stored)
         lm = None
         if settings.lm:
             try:

@@ -17,13 +17,6 @@ def _first_float_dtype(weights: dict) -> str:
     return "none"
 
 
-def _default_decoder(model_path: Path) -> str:
-    """What `asr transcribe --model M` decodes with when no decoder flag is given ("beam" or "greedy")."""
-    from asr.cli import model_default_decoder
-
-    return model_default_decoder(model_path)[0]
-
-
 def _decode_settings_summary(model_path: Path) -> dict | None:
     """What `asr tune` stored next to the model (None if nothing is): beam, weights, LM, what they were tuned on."""
     from asr.tune import load_decode_settings, settings_path
@@ -44,6 +37,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
     Raises CheckpointError (one line naming the file) for anything that is not a loadable asr model.
     """
     from asr.checkpoint import model_from_state, read_checkpoint
+    from asr.cli import model_default_decoder
 
     path = Path(path)
     state = read_checkpoint(path)
@@ -65,7 +59,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict:
         "training": {"epoch": info.get("epoch"), "step": info.get("step"), "averaged_from": info.get("averaged_from"),
                      "init_from": config.get("init_from"), "train": data.get("train"), "dev": info.get("dev")},
         "decode_settings": _decode_settings_summary(path),
-        "default_decoder": _default_decoder(path),
+        "default_decoder": model_default_decoder(path)[0],  # what `asr transcribe --model M` decodes with
     }
 
 
